@@ -1,0 +1,47 @@
+//! Engine.IO v4: the transport layer (WebSocket, HTTP long-polling, upgrade, heartbeat).
+//!
+//! This layer knows nothing of namespaces or rooms. The Socket.IO layer plugs in through
+//! [`EngineHandler`]; it sends by queueing [`Frame`]s on a [`Session`].
+//!
+//! Spec: `socketio/socket.io`, `docs/engine.io-protocol/v4-current.md`.
+
+mod config;
+mod http_util;
+pub mod outbox;
+pub mod packet;
+mod polling;
+mod server;
+mod session;
+pub mod sid;
+mod websocket;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+pub use config::{AllowedOrigins, EngineConfig, Transports};
+pub use outbox::PushError;
+pub use packet::Frame;
+pub use server::Engine;
+pub use session::{CloseReason, RequestInfo, Session, TransportKind};
+pub use sid::Sid;
+
+/// A `message` packet's data as received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+/// The seam between the Engine.IO layer and what runs on top of it. Calls for one session
+/// are made in the order its packets arrived, never concurrently.
+pub trait EngineHandler: Send + Sync + 'static {
+    /// State attached to each session.
+    type Data: Default + Send + Sync + 'static;
+
+    fn on_open(&self, session: &Arc<Session<Self::Data>>);
+    fn on_message(&self, session: &Arc<Session<Self::Data>>, message: Message);
+    /// Called once, after the session closed (no frame can be queued any more).
+    fn on_close(&self, session: &Arc<Session<Self::Data>>, reason: CloseReason);
+}

@@ -1,0 +1,190 @@
+//! The bounded outbound queue of one session, shared by whichever transport drains it.
+//!
+//! Producers (handlers, broadcasts) push encoded frames without awaiting; the transport
+//! drains everything queued at once and writes it as one batch. The bound is in bytes:
+//! a volatile frame that does not fit is dropped, any other frame that does not fit
+//! marks the session as a slow consumer (the caller then closes it).
+
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::packet::Frame;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The session is closed; the frame was discarded.
+    Closed,
+    /// A volatile frame did not fit; it was dropped.
+    VolatileDropped,
+    /// A non-volatile frame did not fit: the peer does not keep up.
+    Full,
+}
+
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    closed: bool,
+}
+
+impl Outbox {
+    pub fn new(max_bytes: usize) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            max_bytes,
+        }
+    }
+
+    pub fn push(&self, frame: Frame, volatile: bool) -> Result<(), PushError> {
+        {
+            let mut state = self.state.lock();
+            if state.closed {
+                return Err(PushError::Closed);
+            }
+            let len = frame.len();
+            // An empty queue always accepts one frame, so one large packet can still go out.
+            if state.bytes + len > self.max_bytes && !state.frames.is_empty() {
+                return Err(if volatile {
+                    PushError::VolatileDropped
+                } else {
+                    PushError::Full
+                });
+            }
+            state.bytes += len;
+            state.frames.push_back(frame);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Pushes several frames atomically (a packet and its binary attachments stay together).
+    pub fn push_all(&self, frames: &[Frame], volatile: bool) -> Result<(), PushError> {
+        if let [frame] = frames {
+            return self.push(frame.clone(), volatile);
+        }
+        {
+            let mut state = self.state.lock();
+            if state.closed {
+                return Err(PushError::Closed);
+            }
+            let len: usize = frames.iter().map(Frame::len).sum();
+            if state.bytes + len > self.max_bytes && !state.frames.is_empty() {
+                return Err(if volatile {
+                    PushError::VolatileDropped
+                } else {
+                    PushError::Full
+                });
+            }
+            state.bytes += len;
+            state.frames.extend(frames.iter().cloned());
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Moves every queued frame into `out` (which the caller reuses between batches).
+    pub fn drain_into(&self, out: &mut Vec<Frame>) {
+        let mut state = self.state.lock();
+        state.bytes = 0;
+        out.extend(state.frames.drain(..));
+        if state.frames.capacity() > 64 {
+            // Give back memory after a burst; idle sessions keep nothing.
+            state.frames = VecDeque::new();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.state.lock().frames.is_empty()
+    }
+
+    /// Refuses further frames; what is queued stays for a final flush.
+    pub fn close(&self) {
+        self.state.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Drops everything queued (an aborted session flushes nothing).
+    pub fn clear(&self) {
+        let mut state = self.state.lock();
+        state.frames = VecDeque::new();
+        state.bytes = 0;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    /// Resolves after the next push or close (or at once if one happened since the last wait).
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn frame(len: usize) -> Frame {
+        Frame::Binary(Bytes::from(vec![0u8; len]))
+    }
+
+    #[test]
+    fn bound_is_in_bytes_and_volatile_frames_drop_first() {
+        let outbox = Outbox::new(10);
+        assert_eq!(outbox.push(frame(6), false), Ok(()));
+        assert_eq!(outbox.push(frame(4), false), Ok(()));
+        assert_eq!(outbox.push(frame(1), true), Err(PushError::VolatileDropped));
+        assert_eq!(outbox.push(frame(1), false), Err(PushError::Full));
+        let mut out = Vec::new();
+        outbox.drain_into(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(outbox.push(frame(10), false), Ok(()));
+    }
+
+    #[test]
+    fn empty_queue_accepts_one_oversized_frame() {
+        let outbox = Outbox::new(4);
+        assert_eq!(outbox.push(frame(100), false), Ok(()));
+        assert_eq!(outbox.push(frame(1), false), Err(PushError::Full));
+    }
+
+    #[test]
+    fn closed_outbox_refuses_but_keeps_queued_frames() {
+        let outbox = Outbox::new(100);
+        outbox.push(Frame::PING, false).unwrap();
+        outbox.close();
+        assert_eq!(outbox.push(Frame::PING, false), Err(PushError::Closed));
+        let mut out = Vec::new();
+        outbox.drain_into(&mut out);
+        assert_eq!(out, vec![Frame::PING]);
+    }
+
+    #[test]
+    fn frames_keep_their_order() {
+        let outbox = Outbox::new(1000);
+        for i in 0..50u8 {
+            outbox.push(Frame::Binary(Bytes::from(vec![i])), false).unwrap();
+        }
+        let mut out = Vec::new();
+        outbox.drain_into(&mut out);
+        let order: Vec<u8> = out
+            .iter()
+            .map(|f| match f {
+                Frame::Binary(b) => b[0],
+                Frame::Text(_) => 255,
+            })
+            .collect();
+        assert_eq!(order, (0..50).collect::<Vec<_>>());
+    }
+}

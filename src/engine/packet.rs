@@ -1,0 +1,273 @@
+//! Engine.IO v4 packet codec: pure functions over bytes.
+//!
+//! Spec: `socketio/socket.io`, `docs/engine.io-protocol/v4-current.md`. A packet is one
+//! type digit followed by its data; WebSocket frames carry one packet each (binary
+//! frames are raw `message` data), HTTP long-polling payloads join packets with the
+//! record separator `\x1e` and write binary data as `b<base64>`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Separator between packets of one HTTP long-polling payload.
+pub const RECORD_SEPARATOR: u8 = 0x1e;
+
+/// Engine.IO packet types, as the digit that starts a text packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketType {
+    Open,
+    Close,
+    Ping,
+    Pong,
+    Message,
+    Upgrade,
+    Noop,
+}
+
+impl PacketType {
+    fn from_digit(digit: u8) -> Option<Self> {
+        Some(match digit {
+            b'0' => Self::Open,
+            b'1' => Self::Close,
+            b'2' => Self::Ping,
+            b'3' => Self::Pong,
+            b'4' => Self::Message,
+            b'5' => Self::Upgrade,
+            b'6' => Self::Noop,
+            _ => return None,
+        })
+    }
+}
+
+/// One decoded incoming packet. Text data borrows nothing: it is a cheap slice of the frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Packet {
+    /// A packet of any type with its text data (`2probe` is `Text(Ping, "probe")`).
+    Text(PacketType, Utf8Bytes),
+    /// A binary `message` packet.
+    Binary(Bytes),
+}
+
+/// An encoded outgoing packet, ready for either transport. Cloning shares the buffer,
+/// which is how one broadcast encoding reaches every recipient.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A whole text packet, type digit included (`4` + Socket.IO packet, `2`, `6`, ...).
+    Text(Utf8Bytes),
+    /// Binary `message` data, sent as a binary WebSocket frame or `b<base64>` on polling.
+    Binary(Bytes),
+}
+
+impl Frame {
+    pub const PING: Frame = Frame::Text(Utf8Bytes::from_static("2"));
+    pub const PONG: Frame = Frame::Text(Utf8Bytes::from_static("3"));
+    pub const NOOP: Frame = Frame::Text(Utf8Bytes::from_static("6"));
+    pub const CLOSE: Frame = Frame::Text(Utf8Bytes::from_static("1"));
+    pub const PROBE_PONG: Frame = Frame::Text(Utf8Bytes::from_static("3probe"));
+
+    /// A `message` packet around text data.
+    pub fn message(data: &str) -> Frame {
+        let mut text = String::with_capacity(data.len() + 1);
+        text.push('4');
+        text.push_str(data);
+        Frame::Text(text.into())
+    }
+
+    /// Bytes this frame occupies in an outbound queue (used for the queue bound).
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(text) => text.len(),
+            Frame::Binary(data) => data.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    #[error("empty packet")]
+    Empty,
+    #[error("unknown packet type {0:?}")]
+    UnknownType(char),
+    #[error("invalid base64 in binary packet")]
+    InvalidBase64,
+    #[error("packet is not valid UTF-8")]
+    InvalidUtf8,
+}
+
+/// Decodes one text WebSocket frame (or one record of a polling payload that is not binary).
+pub fn decode_text(text: Utf8Bytes) -> Result<Packet, PacketError> {
+    let first = *text.as_bytes().first().ok_or(PacketError::Empty)?;
+    let kind = PacketType::from_digit(first).ok_or(PacketError::UnknownType(first as char))?;
+    // The type digit is ASCII, so slicing after it stays on a UTF-8 boundary.
+    let bytes: &Bytes = text.as_ref();
+    let data = bytes.slice(1..);
+    // SAFETY: `text` is valid UTF-8 and its first byte is an ASCII digit (checked by
+    // `from_digit`), so the rest starts on a char boundary and is valid UTF-8 too.
+    let data = unsafe { Utf8Bytes::from_bytes_unchecked(data) };
+    Ok(Packet::Text(kind, data))
+}
+
+/// Decodes an HTTP long-polling payload: packets separated by `\x1e`, binary as `b<base64>`.
+pub fn decode_payload(body: Bytes) -> Result<Vec<Packet>, PacketError> {
+    let mut packets = Vec::new();
+    for range in split_records(&body) {
+        let record = body.slice(range);
+        if record.first() == Some(&b'b') {
+            let data = BASE64
+                .decode(&record[1..])
+                .map_err(|_| PacketError::InvalidBase64)?;
+            packets.push(Packet::Binary(data.into()));
+        } else {
+            let text = Utf8Bytes::try_from(record).map_err(|_| PacketError::InvalidUtf8)?;
+            packets.push(decode_text(text)?);
+        }
+    }
+    Ok(packets)
+}
+
+fn split_records(body: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut start = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        match memchr_separator(&body[start..]) {
+            Some(offset) => {
+                let range = start..start + offset;
+                start += offset + 1;
+                Some(range)
+            }
+            None => {
+                done = true;
+                Some(start..body.len())
+            }
+        }
+    })
+}
+
+fn memchr_separator(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == RECORD_SEPARATOR)
+}
+
+/// Appends frames as one HTTP long-polling payload.
+pub fn encode_payload<'a>(frames: impl IntoIterator<Item = &'a Frame>, out: &mut Vec<u8>) {
+    for (index, frame) in frames.into_iter().enumerate() {
+        if index > 0 {
+            out.push(RECORD_SEPARATOR);
+        }
+        match frame {
+            Frame::Text(text) => out.extend_from_slice(text.as_bytes()),
+            Frame::Binary(data) => {
+                out.push(b'b');
+                let start = out.len();
+                out.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+                let written = BASE64.encode_slice(data, &mut out[start..]).unwrap_or(0);
+                out.truncate(start + written);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &'static str) -> Utf8Bytes {
+        Utf8Bytes::from_static(s)
+    }
+
+    #[test]
+    fn decodes_each_packet_type() {
+        for (input, kind) in [
+            ("0", PacketType::Open),
+            ("1", PacketType::Close),
+            ("2", PacketType::Ping),
+            ("3", PacketType::Pong),
+            ("4", PacketType::Message),
+            ("5", PacketType::Upgrade),
+            ("6", PacketType::Noop),
+        ] {
+            assert_eq!(decode_text(text(input)), Ok(Packet::Text(kind, text(""))));
+        }
+        assert_eq!(
+            decode_text(text("2probe")),
+            Ok(Packet::Text(PacketType::Ping, text("probe")))
+        );
+        assert_eq!(
+            decode_text(text("4héllo")),
+            Ok(Packet::Text(PacketType::Message, text("héllo")))
+        );
+    }
+
+    #[test]
+    fn rejects_empty_and_unknown_types() {
+        assert_eq!(decode_text(text("")), Err(PacketError::Empty));
+        assert_eq!(decode_text(text("7")), Err(PacketError::UnknownType('7')));
+        assert_eq!(decode_text(text("é")), Err(PacketError::UnknownType('Ã')));
+    }
+
+    #[test]
+    fn decodes_polling_payload_with_binary() {
+        let body = Bytes::from_static(b"4hello\x1ebAQID\x1e2");
+        assert_eq!(
+            decode_payload(body),
+            Ok(vec![
+                Packet::Text(PacketType::Message, text("hello")),
+                Packet::Binary(Bytes::from_static(&[1, 2, 3])),
+                Packet::Text(PacketType::Ping, text("")),
+            ])
+        );
+    }
+
+    #[test]
+    fn rejects_bad_polling_payloads() {
+        assert_eq!(
+            decode_payload(Bytes::from_static(b"b!!")),
+            Err(PacketError::InvalidBase64)
+        );
+        assert_eq!(
+            decode_payload(Bytes::from_static(b"4a\x1e")),
+            Err(PacketError::Empty)
+        );
+        assert_eq!(
+            decode_payload(Bytes::from_static(b"4\xff")),
+            Err(PacketError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn encodes_polling_payload() {
+        let frames = [
+            Frame::message("hello"),
+            Frame::Binary(Bytes::from_static(&[1, 2, 3])),
+            Frame::PING,
+        ];
+        let mut out = Vec::new();
+        encode_payload(&frames, &mut out);
+        assert_eq!(out, b"4hello\x1ebAQID\x1e2");
+    }
+
+    #[test]
+    fn payload_round_trip() {
+        let frames = [
+            Frame::message("[\"a\"]"),
+            Frame::Binary(Bytes::from_static(&[0, 255, 30])),
+        ];
+        let mut out = Vec::new();
+        encode_payload(&frames, &mut out);
+        let decoded = decode_payload(out.into()).unwrap();
+        assert_eq!(
+            decoded,
+            vec![
+                Packet::Text(PacketType::Message, text("[\"a\"]")),
+                Packet::Binary(Bytes::from_static(&[0, 255, 30])),
+            ]
+        );
+    }
+}

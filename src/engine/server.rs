@@ -1,0 +1,272 @@
+//! The Engine.IO server: request routing, handshakes, the session table and heartbeats.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::config::EngineConfig;
+use super::http_util::{
+    Body, Cors, EngineError, check_origin, preflight_response, query_param, text_response,
+};
+use super::packet::{Frame, Packet, PacketType};
+use super::session::{CloseReason, RequestInfo, Session, TransportKind};
+use super::sid::Sid;
+use super::{EngineHandler, Message, polling, websocket};
+
+/// An Engine.IO server. Cheap to clone; clones share sessions.
+pub struct Engine<H: EngineHandler> {
+    pub(crate) shared: Arc<Shared<H>>,
+}
+
+impl<H: EngineHandler> Clone for Engine<H> {
+    fn clone(&self) -> Self {
+        Engine {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+pub(crate) struct Shared<H: EngineHandler> {
+    pub config: EngineConfig,
+    pub handler: Arc<H>,
+    pub sessions: DashMap<Sid, Arc<Session<H::Data>>>,
+}
+
+impl<H: EngineHandler> Engine<H> {
+    pub fn new(config: EngineConfig, handler: Arc<H>) -> Self {
+        Engine {
+            shared: Arc::new(Shared {
+                config,
+                handler,
+                sessions: DashMap::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.len()
+    }
+
+    /// Closes every session (graceful: queued frames are flushed first).
+    pub fn close_all(&self, reason: CloseReason) {
+        let sessions: Vec<_> = self
+            .shared
+            .sessions
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
+        for session in sessions {
+            session.close(reason);
+        }
+    }
+
+    /// Whether a request path belongs to this engine.
+    pub fn matches_path(&self, path: &str) -> bool {
+        let prefix = &self.shared.config.path;
+        path == prefix || path == prefix.trim_end_matches('/')
+    }
+
+    /// Answers one HTTP request for the engine path (polling, WebSocket upgrade, preflight).
+    pub async fn handle(&self, request: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
+        let config = &self.shared.config;
+        let cors = match check_origin(&config.allowed_origins, request.headers()) {
+            Ok(cors) => cors,
+            Err(()) => {
+                tracing::debug!(%remote_addr, "origin not allowed");
+                return EngineError::Forbidden.response(&Cors::None);
+            }
+        };
+        if request.method() == Method::OPTIONS {
+            return preflight_response(&cors, request.headers());
+        }
+        let query = request.uri().query().unwrap_or("").to_owned();
+        let is_upgrade = websocket::is_upgrade_request(&request);
+        let transport = match query_param(&query, "transport") {
+            Some("polling") if config.transports.polling => TransportKind::Polling,
+            Some("websocket") if config.transports.websocket => TransportKind::WebSocket,
+            _ => return EngineError::UnknownTransport.response(&cors),
+        };
+        let sid = query_param(&query, "sid");
+        if let Some(sid) = sid {
+            let Some(session) = Sid::parse(sid).and_then(|sid| {
+                self.shared
+                    .sessions
+                    .get(&sid)
+                    .map(|entry| entry.value().clone())
+            }) else {
+                return EngineError::UnknownSid.response(&cors);
+            };
+            return match (transport, is_upgrade) {
+                (TransportKind::WebSocket, true) => {
+                    if session.transport() != TransportKind::Polling || !session.start_upgrade() {
+                        return EngineError::BadRequest.response(&cors);
+                    }
+                    websocket::accept_upgrade(self.clone(), request, session)
+                }
+                (TransportKind::Polling, false) => {
+                    if session.transport() != TransportKind::Polling {
+                        return EngineError::BadRequest.response(&cors);
+                    }
+                    match *request.method() {
+                        Method::GET => polling::poll(&self.shared, session, cors).await,
+                        Method::POST => polling::post(&self.shared, session, request, cors).await,
+                        _ => EngineError::BadRequest.response(&cors),
+                    }
+                }
+                _ => EngineError::BadRequest.response(&cors),
+            };
+        }
+        if request.method() != Method::GET {
+            return EngineError::BadHandshakeMethod.response(&cors);
+        }
+        if query_param(&query, "EIO") != Some("4") {
+            return EngineError::UnsupportedProtocolVersion.response(&cors);
+        }
+        match (transport, is_upgrade) {
+            (TransportKind::Polling, _) => self.handshake_polling(request, remote_addr, cors),
+            (TransportKind::WebSocket, true) => {
+                websocket::accept_fresh(self.clone(), request, remote_addr)
+            }
+            (TransportKind::WebSocket, false) => EngineError::BadRequest.response(&cors),
+        }
+    }
+
+    fn handshake_polling(
+        &self,
+        request: Request<Incoming>,
+        remote_addr: SocketAddr,
+        cors: Cors,
+    ) -> Response<Body> {
+        let session = self.open_session(&request, remote_addr, TransportKind::Polling);
+        let mut response = text_response(
+            self.open_packet(session.id, TransportKind::Polling),
+            "text/plain; charset=UTF-8",
+            &cors,
+        );
+        if self.shared.config.cookie {
+            if let Ok(value) = format!("io={}; Path=/; HttpOnly; SameSite=Lax", session.id).parse() {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+        }
+        self.start(session);
+        response
+    }
+
+    /// Creates and registers a session (its lifecycle task starts with [`Engine::start`]).
+    pub(crate) fn open_session(
+        &self,
+        request: &Request<Incoming>,
+        remote_addr: SocketAddr,
+        transport: TransportKind,
+    ) -> Arc<Session<H::Data>> {
+        let info = RequestInfo {
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+            remote_addr,
+            issued: SystemTime::now(),
+        };
+        let session = Arc::new(Session::new(
+            Sid::random(),
+            info,
+            H::Data::default(),
+            transport,
+            self.shared.config.max_buffered_bytes,
+        ));
+        self.shared.sessions.insert(session.id, session.clone());
+        session
+    }
+
+    /// The `open` packet text for a new session.
+    pub(crate) fn open_packet(&self, sid: Sid, transport: TransportKind) -> String {
+        let config = &self.shared.config;
+        let upgrades = if transport == TransportKind::Polling && config.transports.websocket {
+            "[\"websocket\"]"
+        } else {
+            "[]"
+        };
+        format!(
+            "0{{\"sid\":\"{sid}\",\"upgrades\":{upgrades},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
+            config.ping_interval.as_millis(),
+            config.ping_timeout.as_millis(),
+            config.max_payload
+        )
+    }
+
+    /// Tells the handler about the session and runs its heartbeat until it closes.
+    pub(crate) fn start(&self, session: Arc<Session<H::Data>>) {
+        self.shared.handler.on_open(&session);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            if let Some(reason) = heartbeat(&shared.config, &session).await {
+                session.close(reason);
+            }
+            shared.sessions.remove(&session.id);
+            let reason = session
+                .close_reason()
+                .unwrap_or(CloseReason::TransportClose);
+            tracing::debug!(sid = %session.id, reason = reason.as_str(), "session closed");
+            shared.handler.on_close(&session, reason);
+        });
+    }
+}
+
+/// Pings every `ping_interval` and waits `ping_timeout` for the pong, until the session
+/// closes (`None`) or the client stops answering (`Some(PingTimeout)`).
+async fn heartbeat<D>(config: &EngineConfig, session: &Session<D>) -> Option<CloseReason> {
+    loop {
+        tokio::select! {
+            _ = session.closed() => return None,
+            _ = tokio::time::sleep(config.ping_interval) => {}
+        }
+        if session.send(&[Frame::PING], false).is_err() {
+            return None;
+        }
+        tokio::select! {
+            _ = session.closed() => return None,
+            _ = session.pong.notified() => {}
+            _ = tokio::time::sleep(config.ping_timeout) => return Some(CloseReason::PingTimeout),
+        }
+    }
+}
+
+/// Acts on one packet received on any transport, in arrival order.
+pub(crate) fn on_packet<H: EngineHandler>(
+    shared: &Shared<H>,
+    session: &Arc<Session<H::Data>>,
+    packet: Packet,
+) {
+    if session.is_closed() {
+        return;
+    }
+    match packet {
+        Packet::Text(PacketType::Message, data) => {
+            shared.handler.on_message(session, Message::Text(data))
+        }
+        Packet::Binary(data) => shared.handler.on_message(session, Message::Binary(data)),
+        Packet::Text(PacketType::Ping, data) => {
+            let _ = session.send(&[pong_for(data)], false);
+        }
+        Packet::Text(PacketType::Pong, _) => session.pong.notify_one(),
+        Packet::Text(PacketType::Close, _) => session.close(CloseReason::TransportClose),
+        Packet::Text(PacketType::Open | PacketType::Upgrade | PacketType::Noop, _) => {}
+    }
+}
+
+fn pong_for(data: Utf8Bytes) -> Frame {
+    if data.is_empty() {
+        Frame::PONG
+    } else {
+        Frame::Text(format!("3{}", data.as_str()).into())
+    }
+}
+

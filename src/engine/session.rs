@@ -1,0 +1,225 @@
+//! One Engine.IO session: its outbound queue, transport state and lifecycle signals.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::SystemTime;
+
+use http::{HeaderMap, Uri};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::outbox::{Outbox, PushError};
+use super::packet::Frame;
+use super::sid::Sid;
+
+/// The transport a session currently writes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Polling,
+    WebSocket,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Polling => "polling",
+            TransportKind::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Why a session closed, with the strings Engine.IO uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the transport (or sent a `close` packet).
+    TransportClose,
+    /// The transport failed (I/O error, protocol violation such as overlapping polls).
+    TransportError,
+    /// No pong within `ping_timeout` after a ping.
+    PingTimeout,
+    /// The client sent a packet that does not decode.
+    ParseError,
+    /// The server application closed the session.
+    ForcedClose,
+    /// The server is shutting down.
+    ServerShuttingDown,
+    /// The outbound queue overflowed: the client does not read fast enough.
+    SlowConsumer,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::TransportError => "transport error",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ParseError => "parse error",
+            CloseReason::ForcedClose => "forced close",
+            CloseReason::ServerShuttingDown => "server shutting down",
+            CloseReason::SlowConsumer => "slow consumer",
+        }
+    }
+
+    /// Whether what is queued is still written before the transport closes.
+    pub(crate) fn flushes(self) -> bool {
+        matches!(
+            self,
+            CloseReason::ForcedClose | CloseReason::ServerShuttingDown | CloseReason::TransportClose
+        )
+    }
+}
+
+/// What the client's handshake request carried, kept for the application (Socket.IO's
+/// `socket.handshake`).
+#[derive(Debug)]
+pub struct RequestInfo {
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub remote_addr: SocketAddr,
+    pub issued: SystemTime,
+}
+
+const POLLING: u8 = 0;
+const WEBSOCKET: u8 = 1;
+
+const UPGRADE_NONE: u8 = 0;
+const UPGRADE_PROBING: u8 = 1;
+const UPGRADE_DONE: u8 = 2;
+
+/// An Engine.IO session. `D` is the state the handler above attaches to it.
+#[derive(Debug)]
+pub struct Session<D> {
+    pub id: Sid,
+    pub request: RequestInfo,
+    pub data: D,
+    pub(crate) outbox: Outbox,
+    transport: AtomicU8,
+    upgrade: AtomicU8,
+    pub(crate) poll_active: AtomicBool,
+    pub(crate) post_active: AtomicBool,
+    closed: AtomicBool,
+    close_reason: Mutex<Option<CloseReason>>,
+    close_signal: Notify,
+    upgraded_signal: Notify,
+    pub(crate) pong: Notify,
+}
+
+impl<D> Session<D> {
+    pub(crate) fn new(
+        id: Sid,
+        request: RequestInfo,
+        data: D,
+        transport: TransportKind,
+        max_buffered_bytes: usize,
+    ) -> Self {
+        Session {
+            id,
+            request,
+            data,
+            outbox: Outbox::new(max_buffered_bytes),
+            transport: AtomicU8::new(match transport {
+                TransportKind::Polling => POLLING,
+                TransportKind::WebSocket => WEBSOCKET,
+            }),
+            upgrade: AtomicU8::new(UPGRADE_NONE),
+            poll_active: AtomicBool::new(false),
+            post_active: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            close_reason: Mutex::new(None),
+            close_signal: Notify::new(),
+            upgraded_signal: Notify::new(),
+            pong: Notify::new(),
+        }
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        if self.transport.load(Ordering::Acquire) == WEBSOCKET {
+            TransportKind::WebSocket
+        } else {
+            TransportKind::Polling
+        }
+    }
+
+    /// Queues frames for the client (a packet and its attachments go together). When the
+    /// queue is full a volatile packet is dropped; otherwise the session is closed as a
+    /// slow consumer, and the error says so.
+    pub fn send(&self, frames: &[Frame], volatile: bool) -> Result<(), PushError> {
+        let result = self.outbox.push_all(frames, volatile);
+        if result == Err(PushError::Full) {
+            tracing::warn!(sid = %self.id, "outbound queue full: closing slow consumer");
+            self.close(CloseReason::SlowConsumer);
+        }
+        result
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        *self.close_reason.lock()
+    }
+
+    /// Closes the session once; later calls are ignored. The transports and the session's
+    /// lifecycle task observe it and finish (flushing first when the reason allows).
+    pub fn close(&self, reason: CloseReason) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *self.close_reason.lock() = Some(reason);
+        if !reason.flushes() {
+            self.outbox.clear();
+        }
+        self.outbox.close();
+        self.close_signal.notify_waiters();
+    }
+
+    /// Resolves once the session is closed.
+    pub async fn closed(&self) {
+        let notified = self.close_signal.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        notified.await;
+    }
+
+    pub(crate) fn start_upgrade(&self) -> bool {
+        self.upgrade
+            .compare_exchange(
+                UPGRADE_NONE,
+                UPGRADE_PROBING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    pub(crate) fn cancel_upgrade(&self) {
+        let _ = self.upgrade.compare_exchange(
+            UPGRADE_PROBING,
+            UPGRADE_NONE,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    pub(crate) fn finish_upgrade(&self) {
+        self.upgrade.store(UPGRADE_DONE, Ordering::Release);
+        self.transport.store(WEBSOCKET, Ordering::Release);
+        // A poll still pending answers with a noop; the queue now belongs to the WebSocket.
+        self.upgraded_signal.notify_waiters();
+    }
+
+    /// Resolves once the session has moved to WebSocket.
+    pub(crate) async fn upgraded(&self) {
+        let notified = self.upgraded_signal.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.transport() == TransportKind::WebSocket {
+            return;
+        }
+        notified.await;
+    }
+}
