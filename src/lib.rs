@@ -1,3 +1,11 @@
 //! ioscale: a Socket.IO server (Engine.IO v4 + Socket.IO v5) built to scale out.
 
+pub mod adapter;
 pub mod engine;
+pub mod socket;
+
+pub use adapter::{Adapter, Room, RoomEvent};
+pub use socket::{
+    AckError, AckSender, BroadcastAcks, BroadcastOperator, ConnectError, DisconnectReason, Event,
+    Handshake, Io, IoConfig, Namespace, Payload, Socket,
+};

@@ -62,7 +62,11 @@ pub fn status_response(status: StatusCode, cors: &Cors) -> Response<Body> {
     response
 }
 
-pub fn text_response(body: impl Into<Bytes>, content_type: &'static str, cors: &Cors) -> Response<Body> {
+pub fn text_response(
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+    cors: &Cors,
+) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     response
         .headers_mut()
@@ -211,7 +215,10 @@ mod tests {
 
     #[test]
     fn query_params() {
-        assert_eq!(query_param("EIO=4&transport=polling", "transport"), Some("polling"));
+        assert_eq!(
+            query_param("EIO=4&transport=polling", "transport"),
+            Some("polling")
+        );
         assert_eq!(query_param("EIO=4&sid", "sid"), Some(""));
         assert_eq!(query_param("EIO=4", "sid"), None);
     }

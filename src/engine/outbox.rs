@@ -174,7 +174,9 @@ mod tests {
     fn frames_keep_their_order() {
         let outbox = Outbox::new(1000);
         for i in 0..50u8 {
-            outbox.push(Frame::Binary(Bytes::from(vec![i])), false).unwrap();
+            outbox
+                .push(Frame::Binary(Bytes::from(vec![i])), false)
+                .unwrap();
         }
         let mut out = Vec::new();
         outbox.drain_into(&mut out);

@@ -166,7 +166,10 @@ pub fn encode_payload<'a>(frames: impl IntoIterator<Item = &'a Frame>, out: &mut
             Frame::Binary(data) => {
                 out.push(b'b');
                 let start = out.len();
-                out.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+                out.resize(
+                    start + base64::encoded_len(data.len(), true).unwrap_or(0),
+                    0,
+                );
                 let written = BASE64.encode_slice(data, &mut out[start..]).unwrap_or(0);
                 out.truncate(start + written);
             }

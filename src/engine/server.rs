@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use dashmap::DashMap;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -77,7 +77,11 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     /// Answers one HTTP request for the engine path (polling, WebSocket upgrade, preflight).
-    pub async fn handle(&self, request: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        remote_addr: SocketAddr,
+    ) -> Response<Body> {
         let config = &self.shared.config;
         let cors = match check_origin(&config.allowed_origins, request.headers()) {
             Ok(cors) => cors,
@@ -154,7 +158,8 @@ impl<H: EngineHandler> Engine<H> {
             &cors,
         );
         if self.shared.config.cookie {
-            if let Ok(value) = format!("io={}; Path=/; HttpOnly; SameSite=Lax", session.id).parse() {
+            if let Ok(value) = format!("io={}; Path=/; HttpOnly; SameSite=Lax", session.id).parse()
+            {
                 response.headers_mut().insert(header::SET_COOKIE, value);
             }
         }
@@ -269,4 +274,3 @@ fn pong_for(data: Utf8Bytes) -> Frame {
         Frame::Text(format!("3{}", data.as_str()).into())
     }
 }
-

@@ -64,7 +64,9 @@ impl CloseReason {
     pub(crate) fn flushes(self) -> bool {
         matches!(
             self,
-            CloseReason::ForcedClose | CloseReason::ServerShuttingDown | CloseReason::TransportClose
+            CloseReason::ForcedClose
+                | CloseReason::ServerShuttingDown
+                | CloseReason::TransportClose
         )
     }
 }

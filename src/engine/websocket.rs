@@ -143,7 +143,10 @@ async fn probe<D>(session: &Session<D>, socket: &mut Socket) -> Option<()> {
         };
         match (probed, text.as_str()) {
             (false, "2probe") => {
-                socket.send(WsMessage::Text(Utf8Bytes::from_static("3probe"))).await.ok()?;
+                socket
+                    .send(WsMessage::Text(Utf8Bytes::from_static("3probe")))
+                    .await
+                    .ok()?;
                 probed = true;
                 // Answer a pending poll so the client can pause polling and send `upgrade`.
                 let _ = session.send(&[Frame::NOOP], true);
@@ -156,7 +159,11 @@ async fn probe<D>(session: &Session<D>, socket: &mut Socket) -> Option<()> {
 }
 
 /// Reads and writes one session's WebSocket until either side closes it.
-async fn run<H: EngineHandler>(engine: &Engine<H>, session: &Arc<Session<H::Data>>, mut socket: Socket) {
+async fn run<H: EngineHandler>(
+    engine: &Engine<H>,
+    session: &Arc<Session<H::Data>>,
+    mut socket: Socket,
+) {
     let mut batch = Vec::new();
     loop {
         tokio::select! {
@@ -224,4 +231,3 @@ async fn write_batch(socket: &mut Socket, batch: &mut Vec<Frame>) -> Result<(), 
     }
     socket.flush().await
 }
-

@@ -1,0 +1,190 @@
+//! A server exercising the library API, driven by the interop tests with the official
+//! `socket.io-client`. Run: `cargo run --example interop_server -- --port 3000`.
+//!
+//! Namespaces `/`, `/admin` (middleware: auth `{token:"secret"}` only) and dynamic
+//! `/dyn-<digits>`. Events: `echo`, `echo-ack`, `join`, `leave`, `get-rooms`, `broadcast`,
+//! `request-ack`, `broadcast-with-ack`, `disconnect-me` (see `install`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ioscale::{BroadcastOperator, ConnectError, Event, Io, IoConfig, Namespace, Payload, Socket};
+use serde_json::{Value, json};
+
+fn main_args() -> u16 {
+    let mut args = std::env::args().skip(1);
+    let mut port = 3000;
+    while let Some(arg) = args.next() {
+        if arg == "--port" {
+            port = args.next().and_then(|p| p.parse().ok()).unwrap_or_else(|| {
+                eprintln!("--port expects a port number");
+                std::process::exit(2)
+            });
+        }
+    }
+    port
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| item.as_str().map(str::to_owned))
+            .collect(),
+        Some(Value::String(one)) => vec![one.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn millis(value: Option<&Value>) -> Duration {
+    Duration::from_millis(value.and_then(Value::as_u64).unwrap_or(1000))
+}
+
+/// The broadcast an event's options describe: `to` rooms and `except` rooms.
+fn operator(ns: &Arc<Namespace>, options: &Value) -> BroadcastOperator {
+    let mut operator = ns.broadcast();
+    for room in strings(options.get("to"))
+        .into_iter()
+        .chain(strings(options.get("room")))
+    {
+        operator = operator.to(room);
+    }
+    for room in strings(options.get("except")) {
+        operator = operator.except(room);
+    }
+    operator
+}
+
+fn ack(event: Event, payload: impl Into<Payload>) {
+    if let Some(ack) = event.ack {
+        ack.send(payload);
+    }
+}
+
+fn install(ns: &Arc<Namespace>) {
+    ns.on_connection(|socket| {
+        let _ = socket.emit(
+            "welcome",
+            json!({"id": socket.id().as_str(), "nsp": socket.namespace().name(), "auth": socket.handshake().auth}),
+        );
+    });
+    ns.on("echo", |socket, event| {
+        let _ = socket.emit("echo", event.payload);
+    });
+    ns.on("echo-ack", |_socket, event| {
+        let payload = event.payload.clone();
+        ack(event, payload);
+    });
+    ns.on("join", |socket, event| {
+        if let Some(Value::String(room)) = event.payload.args.first() {
+            socket.join(room.as_str());
+        }
+        ack(event, json!(true));
+    });
+    ns.on("leave", |socket, event| {
+        if let Some(Value::String(room)) = event.payload.args.first() {
+            socket.leave(room);
+        }
+        ack(event, json!(true));
+    });
+    ns.on("get-rooms", |socket, event| {
+        let mut rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
+        rooms.sort();
+        ack(event, json!(rooms));
+    });
+    ns.on("broadcast", |socket, event| {
+        let options = event.payload.args.first().cloned().unwrap_or(Value::Null);
+        let name = options
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or("broadcast");
+        let data = options.get("data").cloned().unwrap_or(Value::Null);
+        operator(socket.namespace(), &options).emit(name, data);
+        ack(event, json!(true));
+    });
+    ns.on("request-ack", |socket, event| {
+        let options = event.payload.args.first().cloned().unwrap_or(Value::Null);
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let name = options.get("event").and_then(Value::as_str).unwrap_or("request");
+            let data = options.get("data").cloned().unwrap_or(Value::Null);
+            let reply = match socket.emit_with_ack(name, data, millis(options.get("timeoutMs"))).await {
+                Ok(response) => json!({"ok": true, "response": response.args}),
+                Err(error) => json!({"ok": false, "error": if error == ioscale::AckError::Timeout { "timeout" } else { "disconnected" }}),
+            };
+            ack(event, reply);
+        });
+    });
+    ns.on("broadcast-with-ack", |socket, event| {
+        let options = event.payload.args.first().cloned().unwrap_or(Value::Null);
+        let operator =
+            operator(socket.namespace(), &options).timeout(millis(options.get("timeoutMs")));
+        tokio::spawn(async move {
+            let name = options
+                .get("event")
+                .and_then(Value::as_str)
+                .unwrap_or("request");
+            let data = options.get("data").cloned().unwrap_or(Value::Null);
+            let acks = operator.emit_with_ack(name, data).await;
+            let responses: Vec<Value> = acks
+                .replies
+                .into_iter()
+                .map(|reply| reply.args.into_iter().next().unwrap_or(Value::Null))
+                .collect();
+            let err = if acks.timed_out {
+                json!("timeout")
+            } else {
+                Value::Null
+            };
+            ack(event, json!({"err": err, "responses": responses}));
+        });
+    });
+    ns.on("disconnect-me", |socket: &Arc<Socket>, _event| {
+        socket.disconnect(false)
+    });
+}
+
+#[tokio::main]
+async fn main() {
+    let port = main_args();
+    let io = Io::new(IoConfig::default());
+    install(&io.of("/"));
+    let admin = io.of("/admin");
+    admin.use_middleware(|socket| async move {
+        if socket.handshake().auth.get("token") == Some(&json!("secret")) {
+            Ok(())
+        } else {
+            Err(ConnectError::with_data(
+                "unauthorized",
+                json!({"reason": "invalid token"}),
+            ))
+        }
+    });
+    install(&admin);
+    io.dynamic_namespace(
+        |name| {
+            name.strip_prefix("/dyn-").is_some_and(|digits| {
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+            })
+        },
+        install,
+    );
+    let listener = match tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await
+    {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("cannot listen on port {port}: {error}");
+            std::process::exit(1);
+        }
+    };
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    println!("interop server listening on {address}");
+    io.serve(listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
+}

@@ -1,0 +1,289 @@
+//! The in-memory adapter: a sharded rooms index and local fan-out.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::{AckRoute, Adapter, Recipient, Room, RoomEvent, RoomEventHook, Target};
+use crate::engine::{Frame, Sid};
+
+type Members = HashMap<Sid, Arc<dyn Recipient>>;
+
+/// Rooms index of one namespace. Maps are sharded (no global lock on the broadcast
+/// path), and a broadcast to a room touches only that room's members.
+pub struct MemoryAdapter {
+    namespace: String,
+    sockets: DashMap<Sid, Socket>,
+    rooms: DashMap<Room, Members>,
+    events: Option<RoomEventHook>,
+}
+
+struct Socket {
+    recipient: Arc<dyn Recipient>,
+    rooms: Vec<Room>,
+}
+
+impl MemoryAdapter {
+    pub fn new(namespace: impl Into<String>, events: Option<RoomEventHook>) -> Self {
+        MemoryAdapter {
+            namespace: namespace.into(),
+            sockets: DashMap::new(),
+            rooms: DashMap::new(),
+            events,
+        }
+    }
+
+    fn emit(&self, event: RoomEvent) {
+        if let Some(hook) = &self.events {
+            hook(&self.namespace, &event);
+        }
+    }
+
+    fn join_one(&self, sid: Sid, recipient: &Arc<dyn Recipient>, room: &Room) -> bool {
+        let mut created = false;
+        let inserted = {
+            let mut members = self.rooms.entry(room.clone()).or_insert_with(|| {
+                created = true;
+                HashMap::new()
+            });
+            members.insert(sid, recipient.clone()).is_none()
+        };
+        if created {
+            self.emit(RoomEvent::Create(room.clone()));
+        }
+        if inserted {
+            self.emit(RoomEvent::Join(room.clone(), sid));
+        }
+        inserted
+    }
+
+    fn leave_one(&self, sid: Sid, room: &str) {
+        let removed = self
+            .rooms
+            .get_mut(room)
+            .and_then(|mut members| members.remove(&sid))
+            .is_some();
+        let deleted = self
+            .rooms
+            .remove_if(room, |_, members| members.is_empty())
+            .map(|(room, _)| room);
+        if removed {
+            self.emit(RoomEvent::Leave(Room::from(room), sid));
+        }
+        if let Some(room) = deleted {
+            self.emit(RoomEvent::Delete(room));
+        }
+    }
+
+    fn excluded(&self, except: &[Room]) -> HashSet<Sid> {
+        let mut excluded = HashSet::new();
+        for room in except {
+            if let Some(members) = self.rooms.get(room) {
+                excluded.extend(members.keys().copied());
+            }
+        }
+        excluded
+    }
+
+    /// Calls `visit` once for each targeted recipient.
+    fn for_each_target(&self, target: &Target, mut visit: impl FnMut(&Arc<dyn Recipient>)) {
+        let excluded = self.excluded(&target.except);
+        match target.rooms.as_slice() {
+            [] => {
+                for entry in self.sockets.iter() {
+                    if !excluded.contains(entry.key()) {
+                        visit(&entry.value().recipient);
+                    }
+                }
+            }
+            [room] => {
+                if let Some(members) = self.rooms.get(room) {
+                    for (sid, recipient) in members.iter() {
+                        if !excluded.contains(sid) {
+                            visit(recipient);
+                        }
+                    }
+                }
+            }
+            rooms => {
+                let mut seen = HashSet::new();
+                for room in rooms {
+                    if let Some(members) = self.rooms.get(room) {
+                        for (sid, recipient) in members.iter() {
+                            if !excluded.contains(sid) && seen.insert(*sid) {
+                                visit(recipient);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Adapter for MemoryAdapter {
+    fn add_socket(&self, recipient: Arc<dyn Recipient>) {
+        let sid = recipient.sid();
+        let own_room: Room = Room::from(sid.as_str());
+        self.sockets.insert(
+            sid,
+            Socket {
+                recipient: recipient.clone(),
+                rooms: vec![own_room.clone()],
+            },
+        );
+        self.join_one(sid, &recipient, &own_room);
+    }
+
+    fn remove_socket(&self, sid: Sid) {
+        if let Some((_, socket)) = self.sockets.remove(&sid) {
+            for room in socket.rooms {
+                self.leave_one(sid, &room);
+            }
+        }
+    }
+
+    fn join(&self, sid: Sid, rooms: &[Room]) {
+        let Some(recipient) = self.sockets.get(&sid).map(|s| s.recipient.clone()) else {
+            return;
+        };
+        for room in rooms {
+            if self.join_one(sid, &recipient, room) {
+                if let Some(mut socket) = self.sockets.get_mut(&sid) {
+                    socket.rooms.push(room.clone());
+                }
+            }
+        }
+    }
+
+    fn leave(&self, sid: Sid, room: &str) {
+        if let Some(mut socket) = self.sockets.get_mut(&sid) {
+            socket.rooms.retain(|r| &**r != room);
+        }
+        self.leave_one(sid, room);
+    }
+
+    fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
+        self.sockets
+            .get(&sid)
+            .map(|socket| socket.rooms.clone())
+            .unwrap_or_default()
+    }
+
+    fn sockets(&self, target: &Target) -> Vec<Sid> {
+        let mut sids = Vec::new();
+        self.for_each_target(target, |recipient| sids.push(recipient.sid()));
+        sids
+    }
+
+    fn rooms(&self) -> Vec<Room> {
+        self.rooms.iter().map(|entry| entry.key().clone()).collect()
+    }
+
+    fn broadcast(
+        &self,
+        frames: &[Frame],
+        target: &Target,
+        volatile: bool,
+        _local: bool,
+        ack: Option<&AckRoute>,
+    ) -> usize {
+        let mut delivered = 0;
+        self.for_each_target(target, |recipient| {
+            if recipient.deliver(frames, volatile, ack) {
+                delivered += 1;
+            }
+        });
+        delivered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    struct Probe {
+        sid: Sid,
+        received: Mutex<Vec<Frame>>,
+    }
+
+    impl Recipient for Probe {
+        fn sid(&self) -> Sid {
+            self.sid
+        }
+        fn deliver(&self, frames: &[Frame], _volatile: bool, _ack: Option<&AckRoute>) -> bool {
+            self.received.lock().extend_from_slice(frames);
+            true
+        }
+    }
+
+    fn probe() -> Arc<Probe> {
+        Arc::new(Probe {
+            sid: Sid::random(),
+            received: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn room(name: &str) -> Room {
+        Room::from(name)
+    }
+
+    #[test]
+    fn union_of_rooms_reaches_each_socket_once_and_honours_except() {
+        let adapter = MemoryAdapter::new("/", None);
+        let (a, b, c) = (probe(), probe(), probe());
+        for p in [&a, &b, &c] {
+            adapter.add_socket(p.clone());
+        }
+        adapter.join(a.sid, &[room("r1"), room("r2")]);
+        adapter.join(b.sid, &[room("r2"), room("vip")]);
+        adapter.join(c.sid, &[room("r3")]);
+        let target = Target {
+            rooms: vec![room("r1"), room("r2"), room("r3")],
+            except: vec![room("vip")],
+        };
+        let count = adapter.broadcast(&[Frame::message("x")], &target, false, false, None);
+        assert_eq!(count, 2);
+        assert_eq!(a.received.lock().len(), 1);
+        assert_eq!(b.received.lock().len(), 0);
+        assert_eq!(c.received.lock().len(), 1);
+        let all = adapter.broadcast(
+            &[Frame::message("y")],
+            &Target::default(),
+            false,
+            false,
+            None,
+        );
+        assert_eq!(all, 3);
+    }
+
+    #[test]
+    fn room_lifecycle_events_and_cleanup() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let hook: RoomEventHook = Arc::new(move |_, event| sink.lock().push(event.clone()));
+        let adapter = MemoryAdapter::new("/", Some(hook));
+        let a = probe();
+        adapter.add_socket(a.clone());
+        adapter.join(a.sid, &[room("lobby")]);
+        adapter.join(a.sid, &[room("lobby")]);
+        adapter.leave(a.sid, "lobby");
+        let own = room(a.sid.as_str());
+        assert_eq!(
+            *events.lock(),
+            vec![
+                RoomEvent::Create(own.clone()),
+                RoomEvent::Join(own.clone(), a.sid),
+                RoomEvent::Create(room("lobby")),
+                RoomEvent::Join(room("lobby"), a.sid),
+                RoomEvent::Leave(room("lobby"), a.sid),
+                RoomEvent::Delete(room("lobby")),
+            ]
+        );
+        adapter.remove_socket(a.sid);
+        assert!(adapter.rooms().is_empty());
+        assert!(adapter.socket_rooms(a.sid).is_empty());
+    }
+}

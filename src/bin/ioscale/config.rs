@@ -1,0 +1,181 @@
+//! Command-line options. Each flag also reads an environment variable (flags win), and a
+//! `.env` file in the working directory fills variables that are not set.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ioscale::IoConfig;
+use ioscale::engine::{AllowedOrigins, EngineConfig, Transports};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ioscale",
+    version,
+    about = "A Socket.IO server that scales out"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node: the Socket.IO server and its application.
+    Serve(ServeOptions),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeOptions {
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: std::net::IpAddr,
+    /// This node's id in logs, `server-info` and cluster stats [default: server-<pid>].
+    #[arg(long, env = "SERVER_ID", value_parser = non_empty)]
+    pub server_id: Option<String>,
+    /// Redis URL for the cluster adapter; without it the node runs alone (in-memory adapter).
+    #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
+    pub redis_url: Option<String>,
+    /// Allowed origins, comma separated; `*` allows any. Unset: same origin only.
+    #[arg(long, env = "ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// Milliseconds between server pings.
+    #[arg(long, env = "PING_INTERVAL", default_value_t = 25_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ping_interval: u64,
+    /// Milliseconds a client has to answer a ping.
+    #[arg(long, env = "PING_TIMEOUT", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ping_timeout: u64,
+    /// Largest accepted message or polling body, in bytes.
+    #[arg(long, env = "MAX_HTTP_BUFFER_SIZE", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    pub max_http_buffer_size: u64,
+    /// Milliseconds a new connection has to join a namespace.
+    #[arg(long, env = "CONNECT_TIMEOUT", default_value_t = 45_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+    /// Socket.IO request path.
+    #[arg(long, env = "SOCKETIO_PATH", default_value = "/socket.io/", value_parser = request_path)]
+    pub path: String,
+    /// Allowed transports, comma separated: polling, websocket.
+    #[arg(long, env = "TRANSPORTS", default_value = "polling,websocket", value_parser = transports)]
+    pub transports: Transports,
+    /// Set the `io` cookie on handshakes (for cookie-based sticky sessions).
+    #[arg(long, env = "COOKIE")]
+    pub cookie: bool,
+    /// Bound of each client's outbound queue in bytes; a client past it is disconnected.
+    #[arg(long, env = "MAX_BUFFERED_BYTES", default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_buffered_bytes: u64,
+}
+
+impl ServeOptions {
+    pub fn server_id(&self) -> String {
+        self.server_id
+            .clone()
+            .unwrap_or_else(|| format!("server-{}", std::process::id()))
+    }
+
+    pub fn io_config(&self) -> IoConfig {
+        IoConfig {
+            engine: EngineConfig {
+                path: self.path.clone(),
+                ping_interval: Duration::from_millis(self.ping_interval),
+                ping_timeout: Duration::from_millis(self.ping_timeout),
+                max_payload: self.max_http_buffer_size as usize,
+                max_buffered_bytes: self.max_buffered_bytes as usize,
+                transports: self.transports,
+                cookie: self.cookie,
+                allowed_origins: allowed_origins(self.allowed_origins.as_deref()),
+                ..EngineConfig::default()
+            },
+            connect_timeout: Duration::from_millis(self.connect_timeout),
+        }
+    }
+}
+
+fn allowed_origins(value: Option<&str>) -> AllowedOrigins {
+    match value.map(str::trim) {
+        None | Some("") => AllowedOrigins::SameOrigin,
+        Some("*") => AllowedOrigins::Any,
+        Some(list) => AllowedOrigins::List(
+            list.split(',')
+                .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+                .filter(|origin| !origin.is_empty())
+                .collect(),
+        ),
+    }
+}
+
+fn non_empty(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
+fn redis_url(value: &str) -> Result<String, String> {
+    if value.starts_with("redis://") || value.starts_with("rediss://") {
+        Ok(value.to_owned())
+    } else {
+        Err("expected redis://host:port or rediss://host:port".into())
+    }
+}
+
+fn request_path(value: &str) -> Result<String, String> {
+    if !value.starts_with('/') || value.contains(['?', '#', ' ']) {
+        return Err("expected an absolute path such as /socket.io/".into());
+    }
+    Ok(if value.ends_with('/') {
+        value.to_owned()
+    } else {
+        format!("{value}/")
+    })
+}
+
+fn transports(value: &str) -> Result<Transports, String> {
+    let mut transports = Transports {
+        polling: false,
+        websocket: false,
+    };
+    for name in value.split(',').map(str::trim) {
+        match name {
+            "polling" => transports.polling = true,
+            "websocket" => transports.websocket = true,
+            other => {
+                return Err(format!(
+                    "unknown transport {other:?} (expected polling, websocket)"
+                ));
+            }
+        }
+    }
+    Ok(transports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_transports_and_paths() {
+        assert_eq!(
+            transports("websocket"),
+            Ok(Transports {
+                polling: false,
+                websocket: true
+            })
+        );
+        assert!(transports("carrier-pigeon").is_err());
+        assert_eq!(request_path("/io"), Ok("/io/".to_owned()));
+        assert!(request_path("io").is_err());
+    }
+
+    #[test]
+    fn parses_origins() {
+        assert_eq!(allowed_origins(None), AllowedOrigins::SameOrigin);
+        assert_eq!(allowed_origins(Some("*")), AllowedOrigins::Any);
+        assert_eq!(
+            allowed_origins(Some("http://a.example/, http://b.example")),
+            AllowedOrigins::List(vec!["http://a.example".into(), "http://b.example".into()])
+        );
+    }
+}

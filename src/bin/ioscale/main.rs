@@ -1,0 +1,36 @@
+//! The `ioscale` command: a thin binary over the library.
+
+mod app;
+mod config;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use config::{Cli, Command};
+
+fn main() -> ExitCode {
+    // `.env` never overrides the real environment, and flags override both (clap).
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ioscale: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(options) => app::serve(options).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ioscale: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

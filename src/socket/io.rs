@@ -1,0 +1,307 @@
+//! The Socket.IO server: configuration, namespaces, and the HTTP entry point.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+
+use super::broadcast::BroadcastOperator;
+use super::client::{self, ClientState};
+use super::namespace::Namespace;
+use super::payload::Payload;
+use super::socket::DisconnectReason;
+use crate::adapter::{Adapter, MemoryAdapter, Room, RoomEvent, RoomEventHook};
+use crate::engine::{CloseReason, Engine, EngineConfig, EngineHandler, Message, Session};
+
+/// Socket.IO settings. Defaults match Socket.IO's server.
+#[derive(Debug, Clone)]
+pub struct IoConfig {
+    pub engine: EngineConfig,
+    /// Time a new connection has to join a namespace before it is closed. Default 45 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        IoConfig {
+            engine: EngineConfig::default(),
+            connect_timeout: Duration::from_millis(45_000),
+        }
+    }
+}
+
+type Predicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+type Setup = Arc<dyn Fn(&Arc<Namespace>) + Send + Sync>;
+/// Builds the adapter of a namespace: `(namespace name, room event hook)`.
+pub type AdapterFactory =
+    Arc<dyn Fn(&str, Option<RoomEventHook>) -> Arc<dyn Adapter> + Send + Sync>;
+
+/// HTTP response body type of [`Io::handle`].
+pub type Body = Full<Bytes>;
+
+/// A Socket.IO server. Cheap to clone; clones are the same server.
+#[derive(Clone)]
+pub struct Io {
+    inner: Arc<IoInner>,
+    engine: Engine<IoInner>,
+}
+
+pub struct IoInner {
+    config: IoConfig,
+    namespaces: DashMap<String, Arc<Namespace>>,
+    dynamic: RwLock<Vec<(Predicate, Setup)>>,
+    adapter_factory: RwLock<AdapterFactory>,
+    room_events: RwLock<Option<Arc<dyn Fn(&str, &RoomEvent) + Send + Sync>>>,
+    this: Weak<IoInner>,
+}
+
+impl Io {
+    pub fn new(config: IoConfig) -> Io {
+        let engine_config = config.engine.clone();
+        let inner = Arc::new_cyclic(|this| IoInner {
+            config,
+            namespaces: DashMap::new(),
+            dynamic: RwLock::new(Vec::new()),
+            adapter_factory: RwLock::new(Arc::new(|name, events| {
+                Arc::new(MemoryAdapter::new(name, events)) as Arc<dyn Adapter>
+            })),
+            room_events: RwLock::new(None),
+            this: this.clone(),
+        });
+        let engine = Engine::new(engine_config, inner.clone());
+        let io = Io { inner, engine };
+        io.of("/");
+        io
+    }
+
+    pub fn config(&self) -> &IoConfig {
+        &self.inner.config
+    }
+
+    /// Replaces how namespace adapters are built (a cluster adapter). Namespaces created
+    /// before keep theirs, so call this before `of`.
+    pub fn set_adapter_factory(&self, factory: AdapterFactory) {
+        *self.inner.adapter_factory.write() = factory;
+    }
+
+    /// Observes room creation, deletion, joins and leaves in every namespace.
+    pub fn on_room_event(&self, hook: impl Fn(&str, &RoomEvent) + Send + Sync + 'static) {
+        *self.inner.room_events.write() = Some(Arc::new(hook));
+    }
+
+    /// The namespace with this name, created if needed (names start with `/`).
+    pub fn of(&self, name: &str) -> Arc<Namespace> {
+        self.inner.get_or_create(name)
+    }
+
+    /// Namespaces created on demand when a client connects to a name the predicate accepts;
+    /// `setup` configures each one once (handlers, middlewares).
+    pub fn dynamic_namespace(
+        &self,
+        predicate: impl Fn(&str) -> bool + Send + Sync + 'static,
+        setup: impl Fn(&Arc<Namespace>) + Send + Sync + 'static,
+    ) {
+        self.inner
+            .dynamic
+            .write()
+            .push((Arc::new(predicate), Arc::new(setup)));
+    }
+
+    /// Every namespace that exists now.
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.inner
+            .namespaces
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect()
+    }
+
+    /// Emits to every socket of the main namespace.
+    pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> usize {
+        self.of("/").emit(event, payload)
+    }
+
+    /// Broadcast to a room of the main namespace.
+    pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
+        self.of("/").to(room)
+    }
+
+    /// Number of open connections (Engine.IO sessions) on this node.
+    pub fn connection_count(&self) -> usize {
+        self.engine.session_count()
+    }
+
+    /// Closes every connection; clients see a transport close and reconnect elsewhere.
+    pub fn close_all(&self) {
+        self.engine.close_all(CloseReason::ServerShuttingDown);
+    }
+
+    /// Whether the request path is the Socket.IO path.
+    pub fn matches_path(&self, path: &str) -> bool {
+        self.engine.matches_path(path)
+    }
+
+    /// Answers one HTTP request; requests outside the Socket.IO path get 404.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        remote_addr: SocketAddr,
+    ) -> Response<Body> {
+        if self.engine.matches_path(request.uri().path()) {
+            self.engine.handle(request, remote_addr).await
+        } else {
+            let mut response = Response::new(Body::default());
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    }
+
+    /// Serves HTTP on the listener until `shutdown` resolves, then closes every connection.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let io = self.clone();
+        serve_http(listener, shutdown, move |request, remote| {
+            let io = io.clone();
+            async move { io.handle(request, remote).await }
+        })
+        .await;
+        self.close_all();
+    }
+}
+
+/// Accepts HTTP/1.1 connections (with upgrades) and answers each request with `handler`.
+pub async fn serve_http<F, Fut>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler(request, remote).await) }
+            });
+            let connection = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(error) = connection.await {
+                tracing::trace!(%error, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+impl IoInner {
+    fn get_or_create(&self, name: &str) -> Arc<Namespace> {
+        if let Some(ns) = self.namespaces.get(name) {
+            return ns.value().clone();
+        }
+        self.namespaces
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Namespace::new(name, self.new_adapter(name))))
+            .value()
+            .clone()
+    }
+
+    fn new_adapter(&self, name: &str) -> Arc<dyn Adapter> {
+        let this = self.this.clone();
+        let hook: RoomEventHook = Arc::new(move |nsp, event| {
+            if let Some(io) = this.upgrade() {
+                let hook = io.room_events.read().clone();
+                if let Some(hook) = hook {
+                    hook(nsp, event);
+                }
+            }
+        });
+        let factory = self.adapter_factory.read().clone();
+        factory(name, Some(hook))
+    }
+
+    /// The namespace a client asks for: an existing one, or a new dynamic one.
+    pub(crate) fn namespace_for(&self, name: &str) -> Option<Arc<Namespace>> {
+        if let Some(ns) = self.namespaces.get(name) {
+            return Some(ns.value().clone());
+        }
+        let setup = self
+            .dynamic
+            .read()
+            .iter()
+            .find(|(predicate, _)| predicate(name))
+            .map(|(_, setup)| setup.clone())?;
+        let mut created = false;
+        let ns = self
+            .namespaces
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                created = true;
+                Arc::new(Namespace::new(name, self.new_adapter(name)))
+            })
+            .value()
+            .clone();
+        if created {
+            setup(&ns);
+        }
+        Some(ns)
+    }
+}
+
+impl EngineHandler for IoInner {
+    type Data = ClientState;
+
+    fn on_open(&self, session: &Arc<Session<ClientState>>) {
+        let session = session.clone();
+        let timeout = self.config.connect_timeout;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = session.closed() => {}
+                _ = tokio::time::sleep(timeout) => {
+                    if !session.data.has_sockets() {
+                        tracing::debug!(sid = %session.id, "no namespace joined in time: closing");
+                        session.close(CloseReason::ForcedClose);
+                    }
+                }
+            }
+        });
+    }
+
+    fn on_message(&self, session: &Arc<Session<ClientState>>, message: Message) {
+        if let Some(io) = self.this.upgrade() {
+            client::on_message(&io, session, message);
+        }
+    }
+
+    fn on_close(&self, session: &Arc<Session<ClientState>>, reason: CloseReason) {
+        session
+            .data
+            .remove_all(DisconnectReason::from_close(reason));
+    }
+}

@@ -1,0 +1,18 @@
+//! Socket.IO v5: the socket layer (namespaces, sockets, events, acks, rooms, broadcasts).
+//!
+//! Spec: `socketio/socket.io`, `docs/socket.io-protocol/v5-current.md`.
+
+mod broadcast;
+mod client;
+mod io;
+mod namespace;
+pub mod packet;
+mod payload;
+#[allow(clippy::module_inception)]
+mod socket;
+
+pub use broadcast::{AckError, BroadcastAcks, BroadcastOperator};
+pub use io::{AdapterFactory, Body, Io, IoConfig, serve_http};
+pub use namespace::{ConnectError, Namespace};
+pub use payload::Payload;
+pub use socket::{AckSender, DisconnectReason, Event, Handshake, Socket};

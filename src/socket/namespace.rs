@@ -1,0 +1,203 @@
+//! Namespaces: their middlewares, handlers, sockets and adapter.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+
+use super::broadcast::BroadcastOperator;
+use super::socket::{DisconnectReason, Event, Socket};
+use crate::adapter::{Adapter, Room};
+use crate::engine::Sid;
+
+/// Refuses a connection; the client receives CONNECT_ERROR `{"message","data"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl ConnectError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ConnectError {
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn with_data(message: impl Into<String>, data: Value) -> Self {
+        ConnectError {
+            message: message.into(),
+            data: Some(data),
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
+        match &self.data {
+            Some(data) => json!({"message": self.message, "data": data}),
+            None => json!({"message": self.message}),
+        }
+    }
+}
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) type Middleware =
+    Arc<dyn Fn(Arc<Socket>) -> BoxFuture<Result<(), ConnectError>> + Send + Sync>;
+pub(crate) type ConnectionHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
+pub(crate) type EventHandler = Arc<dyn Fn(&Arc<Socket>, Event) + Send + Sync>;
+pub(crate) type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, DisconnectReason) + Send + Sync>;
+
+/// A Socket.IO namespace (`io.of("/chat")`).
+pub struct Namespace {
+    name: Arc<str>,
+    pub(crate) adapter: Arc<dyn Adapter>,
+    middlewares: RwLock<Vec<Middleware>>,
+    connection_handlers: RwLock<Vec<ConnectionHandler>>,
+    event_handlers: RwLock<HashMap<String, EventHandler>>,
+    disconnect_handlers: RwLock<Vec<DisconnectHandler>>,
+    pub(crate) sockets: DashMap<Sid, Arc<Socket>>,
+    next_ack_id: AtomicU64,
+}
+
+impl Namespace {
+    pub(crate) fn new(name: &str, adapter: Arc<dyn Adapter>) -> Self {
+        Namespace {
+            name: Arc::from(name),
+            adapter,
+            middlewares: RwLock::new(Vec::new()),
+            connection_handlers: RwLock::new(Vec::new()),
+            event_handlers: RwLock::new(HashMap::new()),
+            disconnect_handlers: RwLock::new(Vec::new()),
+            sockets: DashMap::new(),
+            next_ack_id: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Adds a connect middleware; they run in order, the first error refuses the connection.
+    pub fn use_middleware<F, Fut>(&self, middleware: F) -> &Self
+    where
+        F: Fn(Arc<Socket>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        self.middlewares
+            .write()
+            .push(Arc::new(move |socket| Box::pin(middleware(socket))));
+        self
+    }
+
+    /// Called for each socket that connected (after the middlewares accepted it).
+    pub fn on_connection(&self, handler: impl Fn(&Arc<Socket>) + Send + Sync + 'static) -> &Self {
+        self.connection_handlers.write().push(Arc::new(handler));
+        self
+    }
+
+    /// Handles an event for every socket of the namespace (one registration, no per-socket
+    /// cost). A socket's own [`Socket::on`] handler for the same event takes precedence.
+    pub fn on(
+        &self,
+        event: impl Into<String>,
+        handler: impl Fn(&Arc<Socket>, Event) + Send + Sync + 'static,
+    ) -> &Self {
+        self.event_handlers
+            .write()
+            .insert(event.into(), Arc::new(handler));
+        self
+    }
+
+    /// Called when any socket of the namespace disconnects.
+    pub fn on_disconnect(
+        &self,
+        handler: impl Fn(&Arc<Socket>, DisconnectReason) + Send + Sync + 'static,
+    ) -> &Self {
+        self.disconnect_handlers.write().push(Arc::new(handler));
+        self
+    }
+
+    /// Targets sockets in this room (calls chain: `to("a").to("b")` is a union).
+    pub fn to(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).to(room)
+    }
+
+    /// Same as [`Namespace::to`].
+    pub fn in_room(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
+        self.to(room)
+    }
+
+    /// Targets every socket except those in this room.
+    pub fn except(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).except(room)
+    }
+
+    /// A broadcast to every socket of the namespace; chain flags on it.
+    pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone())
+    }
+
+    /// Emits to every socket of the namespace.
+    pub fn emit(self: &Arc<Self>, event: &str, payload: impl Into<super::Payload>) -> usize {
+        BroadcastOperator::new(self.clone()).emit(event, payload)
+    }
+
+    /// A connected socket of this node, by id.
+    pub fn socket(&self, sid: &str) -> Option<Arc<Socket>> {
+        let sid = Sid::parse(sid)?;
+        self.sockets.get(&sid).map(|entry| entry.value().clone())
+    }
+
+    /// Number of sockets connected to this namespace on this node.
+    pub fn socket_count(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Every room with members on this node.
+    pub fn rooms(&self) -> Vec<Room> {
+        self.adapter.rooms()
+    }
+
+    pub(crate) fn has_middlewares(&self) -> bool {
+        !self.middlewares.read().is_empty()
+    }
+
+    pub(crate) async fn run_middlewares(&self, socket: &Arc<Socket>) -> Result<(), ConnectError> {
+        let middlewares = self.middlewares.read().clone();
+        for middleware in middlewares {
+            middleware(socket.clone()).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fire_connection(&self, socket: &Arc<Socket>) {
+        let handlers = self.connection_handlers.read().clone();
+        for handler in handlers {
+            handler(socket);
+        }
+    }
+
+    pub(crate) fn event_handler(&self, event: &str) -> Option<EventHandler> {
+        self.event_handlers.read().get(event).cloned()
+    }
+
+    pub(crate) fn fire_disconnect(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+        let handlers = self.disconnect_handlers.read().clone();
+        for handler in handlers {
+            handler(socket, reason);
+        }
+    }
+
+    pub(crate) fn next_ack_id(&self) -> u64 {
+        self.next_ack_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,358 @@
+//! A socket: one client's connection to one namespace.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::broadcast::{AckError, BroadcastOperator};
+use super::client::ClientState;
+use super::namespace::{EventHandler, Namespace};
+use super::packet::{Packet, encode_text_into};
+use super::payload::Payload;
+use crate::adapter::{AckReply, AckRoute, Recipient, Room};
+use crate::engine::{CloseReason, Frame, PushError, RequestInfo, Session, Sid};
+
+/// Why a socket disconnected, with Socket.IO's reason strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    TransportClose,
+    TransportError,
+    PingTimeout,
+    ParseError,
+    ForcedClose,
+    ForcedServerClose,
+    ServerShuttingDown,
+    ClientNamespaceDisconnect,
+    ServerNamespaceDisconnect,
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::TransportClose => "transport close",
+            DisconnectReason::TransportError => "transport error",
+            DisconnectReason::PingTimeout => "ping timeout",
+            DisconnectReason::ParseError => "parse error",
+            DisconnectReason::ForcedClose => "forced close",
+            DisconnectReason::ForcedServerClose => "forced server close",
+            DisconnectReason::ServerShuttingDown => "server shutting down",
+            DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
+            DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
+        }
+    }
+
+    pub(crate) fn from_close(reason: CloseReason) -> Self {
+        match reason {
+            CloseReason::TransportClose => DisconnectReason::TransportClose,
+            // A slow consumer is logged as such by the engine; to the application it is a
+            // transport failure, as Socket.IO would report it.
+            CloseReason::TransportError | CloseReason::SlowConsumer => {
+                DisconnectReason::TransportError
+            }
+            CloseReason::PingTimeout => DisconnectReason::PingTimeout,
+            CloseReason::ParseError => DisconnectReason::ParseError,
+            CloseReason::ForcedClose => DisconnectReason::ForcedClose,
+            CloseReason::ServerShuttingDown => DisconnectReason::ServerShuttingDown,
+        }
+    }
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event received from the client.
+#[derive(Debug)]
+pub struct Event {
+    pub name: String,
+    /// The arguments after the event name.
+    pub payload: Payload,
+    /// Present when the client expects an ack.
+    pub ack: Option<AckSender>,
+}
+
+/// Answers a client's event with an ack (once).
+#[derive(Debug)]
+pub struct AckSender {
+    socket: Arc<Socket>,
+    id: u64,
+}
+
+impl AckSender {
+    pub(crate) fn new(socket: Arc<Socket>, id: u64) -> Self {
+        AckSender { socket, id }
+    }
+
+    pub fn send(self, payload: impl Into<Payload>) {
+        let payload = payload.into();
+        let mut packet = Packet::ack(self.socket.ns.name(), self.id, Value::Array(payload.args));
+        packet.attachments = payload.attachments;
+        let _ = self.socket.send_packet(&packet, false);
+    }
+}
+
+/// What the client sent when it connected (Socket.IO's `socket.handshake`).
+#[derive(Debug)]
+pub struct Handshake {
+    /// The CONNECT packet's auth payload (`{}` when absent).
+    pub auth: Value,
+}
+
+pub(crate) enum AckWaiter {
+    One(oneshot::Sender<Payload>),
+    Broadcast(mpsc::UnboundedSender<AckReply>),
+}
+
+/// One client's connection to one namespace.
+pub struct Socket {
+    id: Sid,
+    pub(crate) ns: Arc<Namespace>,
+    pub(crate) session: Arc<Session<ClientState>>,
+    handshake: Handshake,
+    handlers: RwLock<Option<HashMap<String, EventHandler>>>,
+    acks: Mutex<HashMap<u64, AckWaiter>>,
+    connected: AtomicBool,
+    /// Application data attached to the socket (Socket.IO's `socket.data`).
+    pub data: RwLock<Value>,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("nsp", &self.ns.name())
+            .finish()
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(ns: Arc<Namespace>, session: Arc<Session<ClientState>>, auth: Value) -> Self {
+        Socket {
+            id: Sid::random(),
+            ns,
+            session,
+            handshake: Handshake { auth },
+            handlers: RwLock::new(None),
+            acks: Mutex::new(HashMap::new()),
+            connected: AtomicBool::new(false),
+            data: RwLock::new(Value::Null),
+        }
+    }
+
+    pub fn id(&self) -> Sid {
+        self.id
+    }
+
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// The HTTP request that opened the underlying connection (headers, query, address).
+    pub fn request(&self) -> &RequestInfo {
+        &self.session.request
+    }
+
+    /// The transport the connection currently uses (`polling` or `websocket`).
+    pub fn transport(&self) -> &'static str {
+        self.session.transport().as_str()
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_connected(&self) {
+        self.connected.store(true, Ordering::Release);
+    }
+
+    /// Handles an event on this socket only.
+    pub fn on(
+        &self,
+        event: impl Into<String>,
+        handler: impl Fn(&Arc<Socket>, Event) + Send + Sync + 'static,
+    ) {
+        self.handlers
+            .write()
+            .get_or_insert_with(HashMap::new)
+            .insert(event.into(), Arc::new(handler));
+    }
+
+    pub(crate) fn handler(&self, event: &str) -> Option<EventHandler> {
+        if let Some(handlers) = self.handlers.read().as_ref() {
+            if let Some(handler) = handlers.get(event) {
+                return Some(handler.clone());
+            }
+        }
+        self.ns.event_handler(event)
+    }
+
+    /// Emits an event to this client. Fails when the socket is gone or its queue is full.
+    pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> Result<(), PushError> {
+        let packet = event_packet(self.ns.name(), event, payload.into());
+        self.send_packet(&packet, false)
+    }
+
+    /// Emits an event that may be dropped when the client's queue is full.
+    pub fn emit_volatile(&self, event: &str, payload: impl Into<Payload>) -> Result<(), PushError> {
+        let packet = event_packet(self.ns.name(), event, payload.into());
+        self.send_packet(&packet, true)
+    }
+
+    /// Emits an event and waits up to `timeout` for the client's ack.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        payload: impl Into<Payload>,
+        timeout: Duration,
+    ) -> Result<Payload, AckError> {
+        let id = self.ns.next_ack_id();
+        let mut packet = event_packet(self.ns.name(), event, payload.into());
+        packet.id = Some(id);
+        let (sender, receiver) = oneshot::channel();
+        self.acks.lock().insert(id, AckWaiter::One(sender));
+        if self.send_packet(&packet, false).is_err() {
+            self.acks.lock().remove(&id);
+            return Err(AckError::Disconnected);
+        }
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(payload)) => Ok(payload),
+            Ok(Err(_)) => Err(AckError::Disconnected),
+            Err(_) => {
+                self.acks.lock().remove(&id);
+                Err(AckError::Timeout)
+            }
+        }
+    }
+
+    pub(crate) fn send_packet(&self, packet: &Packet, volatile: bool) -> Result<(), PushError> {
+        self.session.send(&encode_frames(packet), volatile)
+    }
+
+    /// Joins rooms (a socket is always in the room named by its id).
+    pub fn join(&self, room: impl Into<Room>) {
+        self.ns.adapter.join(self.id, &[room.into()]);
+    }
+
+    pub fn leave(&self, room: &str) {
+        self.ns.adapter.leave(self.id, room);
+    }
+
+    pub fn rooms(&self) -> Vec<Room> {
+        self.ns.adapter.socket_rooms(self.id)
+    }
+
+    /// Broadcast to rooms, excluding this socket (Socket.IO's `socket.to(room)`).
+    pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
+
+    /// Broadcast to every socket of the namespace but this one.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.ns.clone()).except(Room::from(self.id.as_str()))
+    }
+
+    /// Disconnects from the namespace (the client sees `io server disconnect`). With
+    /// `close_connection`, the whole underlying connection closes too.
+    pub fn disconnect(self: &Arc<Self>, close_connection: bool) {
+        if !self.connected() {
+            return;
+        }
+        let _ = self.send_packet(&Packet::disconnect(self.ns.name()), false);
+        if close_connection {
+            self.session
+                .data
+                .remove_all(DisconnectReason::ForcedServerClose);
+            self.session.close(CloseReason::ForcedClose);
+        } else {
+            self.session.data.remove(self.ns.name());
+            self.on_close(DisconnectReason::ServerNamespaceDisconnect);
+        }
+    }
+
+    /// Leaves every room and tells the handlers; runs once.
+    pub(crate) fn on_close(self: &Arc<Self>, reason: DisconnectReason) {
+        if !self.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        self.ns.adapter.remove_socket(self.id);
+        self.ns.sockets.remove(&self.id);
+        self.acks.lock().clear();
+        self.ns.fire_disconnect(self, reason);
+    }
+
+    pub(crate) fn on_ack(&self, id: u64, payload: Payload) {
+        let waiter = self.acks.lock().remove(&id);
+        match waiter {
+            Some(AckWaiter::One(sender)) => {
+                let _ = sender.send(payload);
+            }
+            Some(AckWaiter::Broadcast(replies)) => {
+                let _ = replies.send(AckReply {
+                    sid: self.id,
+                    args: payload.args,
+                    attachments: payload.attachments,
+                });
+            }
+            None => tracing::debug!(sid = %self.id, id, "ack for unknown id"),
+        }
+    }
+}
+
+impl Recipient for Socket {
+    fn sid(&self) -> Sid {
+        self.id
+    }
+
+    fn deliver(&self, frames: &[Frame], volatile: bool, ack: Option<&AckRoute>) -> bool {
+        if let Some(route) = ack {
+            let mut acks = self.acks.lock();
+            // Drop waiters of broadcasts that already gave up, so the table stays small.
+            if acks.len() >= 16 {
+                acks.retain(|_, waiter| match waiter {
+                    AckWaiter::Broadcast(replies) => !replies.is_closed(),
+                    AckWaiter::One(sender) => !sender.is_closed(),
+                });
+            }
+            acks.insert(route.id, AckWaiter::Broadcast(route.replies.clone()));
+        }
+        let accepted = self.session.send(frames, volatile).is_ok();
+        if !accepted && ack.is_some() {
+            if let Some(route) = ack {
+                self.acks.lock().remove(&route.id);
+            }
+        }
+        accepted
+    }
+}
+
+/// An EVENT packet: `[event, ...args]`.
+pub(crate) fn event_packet(nsp: &str, event: &str, payload: Payload) -> Packet {
+    let mut args = Vec::with_capacity(payload.args.len() + 1);
+    args.push(Value::String(event.to_owned()));
+    args.extend(payload.args);
+    let mut packet = Packet::event(nsp, Value::Array(args));
+    packet.attachments = payload.attachments;
+    packet
+}
+
+/// Encodes a packet once into Engine.IO frames: the `4`-prefixed text, then attachments.
+pub(crate) fn encode_frames(packet: &Packet) -> Vec<Frame> {
+    let mut text = String::with_capacity(64);
+    text.push('4');
+    encode_text_into(packet, &mut text);
+    let mut frames = Vec::with_capacity(1 + packet.attachments.len());
+    frames.push(Frame::Text(text.into()));
+    frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
+    frames
+}
