@@ -56,6 +56,15 @@ fn operator(ns: &Arc<Namespace>, options: &Value) -> BroadcastOperator {
     operator
 }
 
+/// The `data` option with the binary attachments the event carried (placeholders keep
+/// their numbers, so they still point at the right attachment).
+fn data_of(options: &Value, event: &Event) -> Payload {
+    Payload {
+        args: vec![options.get("data").cloned().unwrap_or(Value::Null)],
+        attachments: event.payload.attachments.clone(),
+    }
+}
+
 fn ack(event: Event, payload: impl Into<Payload>) {
     if let Some(ack) = event.ack {
         ack.send(payload);
@@ -99,8 +108,7 @@ fn install(ns: &Arc<Namespace>) {
             .get("event")
             .and_then(Value::as_str)
             .unwrap_or("broadcast");
-        let data = options.get("data").cloned().unwrap_or(Value::Null);
-        operator(socket.namespace(), &options).emit(name, data);
+        operator(socket.namespace(), &options).emit(name, data_of(&options, &event));
         ack(event, json!(true));
     });
     ns.on("request-ack", |socket, event| {
@@ -108,10 +116,13 @@ fn install(ns: &Arc<Namespace>) {
         let socket = socket.clone();
         tokio::spawn(async move {
             let name = options.get("event").and_then(Value::as_str).unwrap_or("request");
-            let data = options.get("data").cloned().unwrap_or(Value::Null);
+            let data = data_of(&options, &event);
             let reply = match socket.emit_with_ack(name, data, millis(options.get("timeoutMs"))).await {
-                Ok(response) => json!({"ok": true, "response": response.args}),
-                Err(error) => json!({"ok": false, "error": if error == ioscale::AckError::Timeout { "timeout" } else { "disconnected" }}),
+                Ok(response) => Payload {
+                    args: vec![json!({"ok": true, "response": response.args})],
+                    attachments: response.attachments,
+                },
+                Err(error) => Payload::from(json!({"ok": false, "error": if error == ioscale::AckError::Timeout { "timeout" } else { "disconnected" }})),
             };
             ack(event, reply);
         });

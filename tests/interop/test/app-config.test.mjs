@@ -232,3 +232,30 @@ test("a bad env value is reported like a bad flag", { timeout: 20000 }, async (t
   assert.match(run.stderr(), /port/i);
   assert.doesNotMatch(run.output(), /listening on/);
 });
+
+test("env PING_INTERVAL, PING_TIMEOUT, SOCKETIO_PATH and TRANSPORTS configure the server; flags win over them", { timeout: 30000 }, async (t) => {
+  const h = harness(t);
+  const env = { PING_INTERVAL: "300", PING_TIMEOUT: "700", SOCKETIO_PATH: "/env-path/", TRANSPORTS: "websocket" };
+  const fromEnv = await h.app(["serve", "--server-id", "env-cfg"], { env });
+  const a = h.client(fromEnv.url, { ...MODES.websocket, path: "/env-path/" });
+  const [hsA] = await waitFor(a.io.engine, "handshake");
+  await connected(a);
+  assert.equal(hsA.pingInterval, 300);
+  assert.equal(hsA.pingTimeout, 700);
+  assert.deepEqual(hsA.upgrades, []);
+  const polling = h.client(fromEnv.url, { ...MODES.polling, path: "/env-path/" });
+  await connectError(polling);
+
+  const fromCli = await h.app(
+    ["serve", "--server-id", "cli-cfg", "--ping-interval", "400", "--path", "/cli-path/", "--transports", "polling,websocket"],
+    { env },
+  );
+  const b = h.client(fromCli.url, { ...MODES.polling, path: "/cli-path/" });
+  const [hsB] = await waitFor(b.io.engine, "handshake");
+  await connected(b);
+  assert.equal(hsB.pingInterval, 400, "--ping-interval wins");
+  assert.equal(hsB.pingTimeout, 700, "PING_TIMEOUT still applies");
+  assert.deepEqual(hsB.upgrades, ["websocket"], "--transports wins");
+  const envPath = h.client(fromCli.url, { ...MODES.websocket, path: "/env-path/" });
+  await connectError(envPath);
+});
