@@ -1,0 +1,144 @@
+//! Delivery guarantees over real WebSockets: order under bursts, slow consumers
+//! disconnected without harming others, volatile packets dropped instead.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use ioscale::engine::PushError;
+use ioscale::{DisconnectReason, Io, Socket};
+use serde_json::json;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw Engine.IO + Socket.IO client over WebSocket, connected to `/`.
+async fn connect(addr: std::net::SocketAddr, small_receive_buffer: bool) -> Ws {
+    let socket = TcpSocket::new_v4().unwrap();
+    if small_receive_buffer {
+        socket.set_recv_buffer_size(4096).unwrap();
+    }
+    let stream = socket.connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    let open = next_text(&mut ws).await;
+    assert!(open.starts_with("0{"), "{open}");
+    ws.send(Message::Text("40".into())).await.unwrap();
+    let connected = next_text(&mut ws).await;
+    assert!(connected.starts_with("40{\"sid\":"), "{connected}");
+    ws
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) if text.as_str() != "2" => return text.to_string(),
+            Ok(Some(Ok(Message::Text(_)))) => {}
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// A server whose main namespace reports each connection and disconnection.
+async fn server(
+    max_buffered_bytes: usize,
+) -> (
+    common::TestServer,
+    mpsc::UnboundedReceiver<Arc<Socket>>,
+    mpsc::UnboundedReceiver<DisconnectReason>,
+) {
+    let mut config = common::config();
+    config.engine.max_buffered_bytes = max_buffered_bytes;
+    let io = Io::new(config);
+    let (connected_tx, connected) = mpsc::unbounded_channel();
+    let (disconnected_tx, disconnected) = mpsc::unbounded_channel();
+    let main = io.of("/");
+    main.on_connection(move |socket| {
+        let _ = connected_tx.send(socket.clone());
+    });
+    main.on_disconnect(move |_, reason| {
+        let _ = disconnected_tx.send(reason);
+    });
+    (common::start(io).await, connected, disconnected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_broadcasts_arrives_in_order_at_every_client() {
+    let (server, mut connected, _) = server(4 << 20).await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(connect(server.addr, false).await);
+        connected.recv().await.unwrap();
+    }
+    let main = server.io.of("/");
+    for seq in 0..500 {
+        assert_eq!(main.emit("tick", json!(seq)), 20);
+    }
+    for ws in &mut clients {
+        for seq in 0..500 {
+            assert_eq!(next_text(ws).await, format!("42[\"tick\",{seq}]"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_disconnected_while_others_keep_receiving() {
+    let (server, mut connected, mut disconnected) = server(256 << 10).await;
+    let _stalled = connect(server.addr, true).await;
+    let stalled_socket = connected.recv().await.unwrap();
+    let mut reader = connect(server.addr, false).await;
+    connected.recv().await.unwrap();
+    let main = server.io.of("/");
+    let chunk = "x".repeat(1024);
+    let mut sent = 0u64;
+    // The stalled client never reads: once kernel buffers and its queue are full it is
+    // cut off. The reader drains each batch before the next, so it never falls behind.
+    let reason = loop {
+        assert!(sent < 100_000, "slow consumer never disconnected");
+        for _ in 0..32 {
+            main.emit("data", json!({"seq": sent, "chunk": chunk}));
+            sent += 1;
+        }
+        for seq in sent - 32..sent {
+            let text = next_text(&mut reader).await;
+            assert!(
+                text.ends_with(&format!("\"seq\":{seq}}}]")),
+                "out of order: {seq}"
+            );
+        }
+        if let Ok(reason) = disconnected.try_recv() {
+            break reason;
+        }
+    };
+    assert_eq!(reason, DisconnectReason::TransportError);
+    assert!(!stalled_socket.connected());
+    // The other client is unaffected.
+    main.emit("after", json!(1));
+    assert_eq!(next_text(&mut reader).await, "42[\"after\",1]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_packets_are_dropped_for_a_full_queue_without_disconnecting() {
+    let (server, mut connected, mut disconnected) = server(64 << 10).await;
+    let _stalled = connect(server.addr, true).await;
+    let socket = connected.recv().await.unwrap();
+    let chunk = "v".repeat(1024);
+    let mut outcome = Ok(());
+    for _ in 0..100_000 {
+        outcome = socket.emit_volatile("v", json!(chunk));
+        if outcome.is_err() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(outcome, Err(PushError::VolatileDropped));
+    assert!(socket.connected());
+    assert!(disconnected.try_recv().is_err());
+}
