@@ -1,6 +1,8 @@
 //! Delivery guarantees over real WebSockets: order under bursts, slow consumers
 //! disconnected without harming others, volatile packets dropped instead.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

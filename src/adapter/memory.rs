@@ -149,10 +149,10 @@ impl Adapter for MemoryAdapter {
             return;
         };
         for room in rooms {
-            if self.join_one(sid, &recipient, room) {
-                if let Some(mut socket) = self.sockets.get_mut(&sid) {
-                    socket.rooms.push(room.clone());
-                }
+            if self.join_one(sid, &recipient, room)
+                && let Some(mut socket) = self.sockets.get_mut(&sid)
+            {
+                socket.rooms.push(room.clone());
             }
         }
     }

@@ -108,6 +108,7 @@ pub fn decode_text(text: Utf8Bytes) -> Result<Packet, PacketError> {
     let data = bytes.slice(1..);
     // SAFETY: `text` is valid UTF-8 and its first byte is an ASCII digit (checked by
     // `from_digit`), so the rest starts on a char boundary and is valid UTF-8 too.
+    #[allow(unsafe_code)]
     let data = unsafe { Utf8Bytes::from_bytes_unchecked(data) };
     Ok(Packet::Text(kind, data))
 }

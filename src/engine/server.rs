@@ -157,11 +157,10 @@ impl<H: EngineHandler> Engine<H> {
             "text/plain; charset=UTF-8",
             &cors,
         );
-        if self.shared.config.cookie {
-            if let Ok(value) = format!("io={}; Path=/; HttpOnly; SameSite=Lax", session.id).parse()
-            {
-                response.headers_mut().insert(header::SET_COOKIE, value);
-            }
+        if self.shared.config.cookie
+            && let Ok(value) = format!("io={}; Path=/; HttpOnly; SameSite=Lax", session.id).parse()
+        {
+            response.headers_mut().insert(header::SET_COOKIE, value);
         }
         self.start(session);
         response

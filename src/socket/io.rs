@@ -63,7 +63,7 @@ pub struct IoInner {
     namespaces: DashMap<String, Arc<Namespace>>,
     dynamic: RwLock<Vec<(Predicate, Setup)>>,
     adapter_factory: RwLock<AdapterFactory>,
-    room_events: RwLock<Option<Arc<dyn Fn(&str, &RoomEvent) + Send + Sync>>>,
+    room_events: RwLock<Option<RoomEventHook>>,
     this: Weak<IoInner>,
 }
 

@@ -189,10 +189,10 @@ impl Socket {
     }
 
     pub(crate) fn handler(&self, event: &str) -> Option<EventHandler> {
-        if let Some(handlers) = self.handlers.read().as_ref() {
-            if let Some(handler) = handlers.get(event) {
-                return Some(handler.clone());
-            }
+        if let Some(handlers) = self.handlers.read().as_ref()
+            && let Some(handler) = handlers.get(event)
+        {
+            return Some(handler.clone());
         }
         self.ns.event_handler(event)
     }
@@ -327,10 +327,8 @@ impl Recipient for Socket {
             acks.insert(route.id, AckWaiter::Broadcast(route.replies.clone()));
         }
         let accepted = self.session.send(frames, volatile).is_ok();
-        if !accepted && ack.is_some() {
-            if let Some(route) = ack {
-                self.acks.lock().remove(&route.id);
-            }
+        if !accepted && let Some(route) = ack {
+            self.acks.lock().remove(&route.id);
         }
         accepted
     }

@@ -1,6 +1,6 @@
 //! Helpers for in-process tests: a server on port 0 and a raw HTTP/1.1 client whose
 //! requests and answers are plain bytes.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 

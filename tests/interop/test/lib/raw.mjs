@@ -110,7 +110,7 @@ export class WsPeer {
         res.on("data", (c) => chunks.push(c));
         const done = () => {
           resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") });
-          req.destroy();
+          this.ws.terminate(); // ends the handshake: "close" (1006) follows
         };
         res.on("end", done);
         res.on("error", done);
