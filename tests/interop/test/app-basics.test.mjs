@@ -148,14 +148,31 @@ test("room names are taken literally (unicode, spaces, a socket id)", { timeout:
   const a = h.client(srv.url, MODES.websocket);
   const b = h.client(srv.url, MODES.polling);
   await Promise.all([connected(a), connected(b)]);
+  const bGot = [];
+  b.on("message", (m) => bGot.push(m.message));
+  const aLog = [];
+  a.on("message", (m) => aLog.push(m.message));
   for (const room of ["salle de réunion", "部屋", "with/slash"]) {
     assert.deepEqual(await a.timeout(5000).emitWithAck("join", room), { ok: true, room });
     const got = next(a, "message", { filter: (m) => m.message === `in ${room}` });
     b.emit("message", { message: `in ${room}`, room });
     assert.equal((await got).socketId, b.id);
   }
+  // A near-miss name is a different room: "部屋 " (trailing space) has no members.
+  b.emit("message", { message: "near miss", room: "部屋 " });
   // Every socket is in the room named by its id, so a message can target one socket.
   const direct = next(a, "message", { filter: (m) => m.message === "direct" });
   b.emit("message", { message: "direct", room: a.id });
   assert.equal((await direct).socketId, b.id);
+  // b (in none of these rooms) then gets a message to everyone, and nothing before it.
+  const marker = next(b, "message", { filter: (m) => m.message === "marker" });
+  const aMarker = next(a, "message", { filter: (m) => m.message === "marker" });
+  b.emit("message", { message: "marker" });
+  await Promise.all([marker, aMarker]);
+  assert.deepEqual(bGot, ["marker"]);
+  assert.deepEqual(
+    aLog,
+    ["in salle de réunion", "in 部屋", "in with/slash", "direct", "marker"],
+    "a got its rooms' messages and not the near-miss room's",
+  );
 });

@@ -11,7 +11,7 @@ import WebSocket from "ws";
 
 export { delay };
 
-/** The Engine.IO handshake body sent by Node's server, with the sid left out. */
+/** The exact Engine.IO open packet Node's server sends (keys in this order). */
 export function openPacket({ sid, upgrades, pingInterval, pingTimeout, maxPayload }) {
   return `0${JSON.stringify({ sid, upgrades, pingInterval, pingTimeout, maxPayload })}`;
 }
@@ -196,9 +196,17 @@ export class WsPeer {
   }
 }
 
-/** Closes every peer given, ignoring failures (for after-hooks). */
-export async function closeAll(peers) {
-  await Promise.all(peers.splice(0).map((p) => p.close().catch(() => {})));
+/**
+ * Registers cleanup of `x` when test `t` ends: a WsPeer is closed, a started request
+ * ({ req }) is destroyed. Returns `x`.
+ */
+export function track(t, x) {
+  t.after(async () => {
+    if (x instanceof WsPeer) await x.close().catch(() => {});
+    else if (x && x.req) x.req.destroy();
+    else if (x && x.peer instanceof WsPeer) await x.peer.close().catch(() => {});
+  });
+  return x;
 }
 
 /** Engine.IO handshake over HTTP long-polling; returns { sid, open (parsed), body, res }. */
