@@ -278,6 +278,10 @@ fn parse_text(text: &str, max_attachments: usize) -> Result<(Packet, usize), Dec
         let count = digits.bytes().fold(0usize, |n, d| {
             n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
         });
+        // socket.io-parser 4.2.7 rejects a binary packet announcing no attachment.
+        if count == 0 {
+            return Err(DecodeError::InvalidAttachmentCount);
+        }
         if count > max_attachments {
             return Err(DecodeError::TooManyAttachments {
                 count,
@@ -649,13 +653,17 @@ mod tests {
     }
 
     #[test]
-    fn zero_attachments_complete_immediately() {
+    fn zero_attachments_are_rejected_like_parser_4_2_7() {
         let mut decoder = Decoder::new(10);
-        let p = decoder.decode_text(r#"50-["a"]"#).unwrap();
-        assert_eq!(p, Some(Packet::event("/", json!(["a"]))));
+        assert_eq!(
+            decoder.decode_text(r#"50-["a"]"#),
+            Err(DecodeError::InvalidAttachmentCount)
+        );
+        assert_eq!(
+            decoder.decode_text("600-/x,4[]"),
+            Err(DecodeError::InvalidAttachmentCount)
+        );
         assert!(!decoder.is_awaiting_attachments());
-        let p = decoder.decode_text("600-/x,4[]").unwrap();
-        assert_eq!(p, Some(Packet::ack("/x", 4, json!([]))));
     }
 
     #[test]
@@ -728,7 +736,6 @@ mod tests {
             r#"51-["a",{"_placeholder":true,"num":0.5}]"#,
             r#"51-["a",{"_placeholder":true}]"#,
             r#"61-[{"x":[{"_placeholder":true,"num":3}]}]"#,
-            r#"50-["a",{"_placeholder":true,"num":0}]"#,
         ];
         for text in bad {
             assert_eq!(err(text), InvalidPlaceholder, "{text}");

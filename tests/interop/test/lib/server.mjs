@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, "../../../..");
-const targetDir = process.env.IOSCALE_TARGET_DIR ?? path.join(repoRoot, "target", "release");
+const targetDir = process.env.IOSCALE_TARGET_DIR || path.join(repoRoot, "target", "release");
 
 /** Path of a built binary: `ioscale` or an example such as `conformance`. */
 export function binaryPath(name) {
@@ -39,8 +39,14 @@ export async function startServer(binary, args = [], { t, env = {}, timeoutMs = 
       clearTimeout(timer);
       reject(new Error(`server exited with ${code}:\n${output}`));
     });
+    proc.on("error", (error) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot start ${binaryPath(binary)}: ${error.message}`));
+    });
   });
   proc.removeAllListeners("exit");
+  proc.removeAllListeners("error");
+  proc.on("error", () => {});
   const exited = new Promise((resolve) => proc.on("exit", resolve));
   const server = {
     port,
