@@ -9,3 +9,8 @@ pub use socket::{
     AckError, AckSender, BroadcastAcks, BroadcastOperator, ConnectError, DisconnectReason, Event,
     Handshake, Io, IoConfig, Namespace, Payload, Socket,
 };
+
+/// The README's code compiles (checked as a doctest).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
