@@ -16,6 +16,7 @@ pub mod sid;
 mod websocket;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -41,6 +42,14 @@ pub trait EngineHandler: Send + Sync + 'static {
     type Data: Default + Send + Sync + 'static;
 
     fn on_open(&self, session: &Arc<Session<Self::Data>>);
+    /// How long a new session may stay unestablished (Socket.IO: joined no namespace)
+    /// before it is closed; checked once by the session's heartbeat task.
+    fn establish_timeout(&self) -> Option<Duration> {
+        None
+    }
+    fn is_established(&self, _session: &Session<Self::Data>) -> bool {
+        true
+    }
     fn on_message(&self, session: &Arc<Session<Self::Data>>, message: Message);
     /// Called once, after the session closed (no frame can be queued any more).
     fn on_close(&self, session: &Arc<Session<Self::Data>>, reason: CloseReason);

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use tokio::time::Instant;
+
 use dashmap::DashMap;
 use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
@@ -211,7 +213,7 @@ impl<H: EngineHandler> Engine<H> {
         self.shared.handler.on_open(&session);
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            if let Some(reason) = heartbeat(&shared.config, &session).await {
+            if let Some(reason) = heartbeat(&shared, &session).await {
                 session.close(reason);
             }
             shared.sessions.remove(&session.id);
@@ -226,11 +228,38 @@ impl<H: EngineHandler> Engine<H> {
 
 /// Pings every `ping_interval` and waits `ping_timeout` for the pong, until the session
 /// closes (`None`) or the client stops answering (`Some(PingTimeout)`).
-async fn heartbeat<D>(config: &EngineConfig, session: &Session<D>) -> Option<CloseReason> {
+/// The same task enforces the handler's establish timeout, so a session costs one task.
+async fn heartbeat<H: EngineHandler>(
+    shared: &Shared<H>,
+    session: &Session<H::Data>,
+) -> Option<CloseReason> {
+    let config = &shared.config;
+    let mut establish_deadline = shared
+        .handler
+        .establish_timeout()
+        .map(|timeout| Instant::now() + timeout);
     loop {
-        tokio::select! {
-            _ = session.closed() => return None,
-            _ = tokio::time::sleep(config.ping_interval) => {}
+        let next_ping = Instant::now() + config.ping_interval;
+        loop {
+            match establish_deadline {
+                Some(deadline) if deadline < next_ping => {
+                    tokio::select! {
+                        _ = session.closed() => return None,
+                        _ = tokio::time::sleep_until(deadline) => {}
+                    }
+                    establish_deadline = None;
+                    if !shared.handler.is_established(session) {
+                        tracing::debug!(sid = %session.id, "not established in time: closing");
+                        return Some(CloseReason::ForcedClose);
+                    }
+                }
+                _ => {
+                    tokio::select! {
+                        _ = session.closed() => return None,
+                        _ = tokio::time::sleep_until(next_ping) => break,
+                    }
+                }
+            }
         }
         if session.send(&[Frame::PING], false).is_err() {
             return None;

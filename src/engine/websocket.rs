@@ -26,6 +26,8 @@ type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Small eager read buffer: idle connections should cost little (grows for big messages).
 const READ_BUFFER_SIZE: usize = 4096;
+/// Frames are batched up to this size per write (a flush writes whatever is left).
+const WRITE_BUFFER_SIZE: usize = 32 * 1024;
 
 pub(crate) fn is_upgrade_request<B>(request: &Request<B>) -> bool {
     let has_token = |name: header::HeaderName, token: &str| {
@@ -61,6 +63,7 @@ fn bad_upgrade() -> Response<Body> {
 async fn into_socket<H: EngineHandler>(engine: &Engine<H>, upgraded: Upgraded) -> Socket {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
+        .write_buffer_size(WRITE_BUFFER_SIZE)
         .max_message_size(Some(engine.shared.config.max_payload))
         .max_frame_size(Some(engine.shared.config.max_payload));
     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await

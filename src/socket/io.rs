@@ -277,20 +277,14 @@ impl IoInner {
 impl EngineHandler for IoInner {
     type Data = ClientState;
 
-    fn on_open(&self, session: &Arc<Session<ClientState>>) {
-        let session = session.clone();
-        let timeout = self.config.connect_timeout;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = session.closed() => {}
-                _ = tokio::time::sleep(timeout) => {
-                    if !session.data.has_sockets() {
-                        tracing::debug!(sid = %session.id, "no namespace joined in time: closing");
-                        session.close(CloseReason::ForcedClose);
-                    }
-                }
-            }
-        });
+    fn on_open(&self, _session: &Arc<Session<ClientState>>) {}
+
+    fn establish_timeout(&self) -> Option<Duration> {
+        Some(self.config.connect_timeout)
+    }
+
+    fn is_established(&self, session: &Session<ClientState>) -> bool {
+        session.data.has_sockets()
     }
 
     fn on_message(&self, session: &Arc<Session<ClientState>>, message: Message) {
