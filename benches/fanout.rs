@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ioscale::adapter::{AckRoute, Adapter, MemoryAdapter, Recipient, Target};
+use ioscale::adapter::{AckRoute, Adapter, MemoryAdapter, Recipient, SocketInfo, Target};
 use ioscale::engine::outbox::Outbox;
 use ioscale::engine::{Frame, Sid};
 use ioscale::socket::packet::{Decoder, Packet, encode_text_into};
@@ -26,6 +26,17 @@ impl Recipient for QueueRecipient {
     fn deliver(&self, frames: &[Frame], volatile: bool, _ack: Option<&AckRoute>) -> bool {
         self.outbox.push_all(frames, volatile).is_ok()
     }
+
+    fn info(&self) -> SocketInfo {
+        SocketInfo {
+            id: self.sid.to_string(),
+            handshake: serde_json::Value::Null,
+            rooms: Vec::new(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    fn disconnect(&self, _close: bool) {}
 }
 
 fn message_packet() -> Packet {
@@ -84,7 +95,7 @@ fn fanout(c: &mut Criterion) {
             &sockets,
             |b, _| {
                 b.iter(|| {
-                    let delivered = adapter.broadcast(&frames, &target, false, false, None);
+                    let delivered = adapter.deliver(&frames, &target, false, None);
                     // Drain as the writers would, so queues stay small across iterations.
                     for recipient in &recipients {
                         recipient.outbox.drain_into(&mut drained);

@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::{AckRoute, Adapter, Recipient, Room, RoomEvent, RoomEventHook, Target};
+use super::{
+    AckEvent, AckRoute, Adapter, AdapterError, BoxFuture, Broadcast, BroadcastFlags, Recipient,
+    Room, RoomEvent, RoomEventHook, SocketInfo, Target,
+};
 use crate::engine::{Frame, Sid};
+use crate::socket::Payload;
 
 type Members = HashMap<Sid, Arc<dyn Recipient>>;
 
@@ -181,12 +185,71 @@ impl Adapter for MemoryAdapter {
         self.rooms.iter().map(|entry| entry.key().clone()).collect()
     }
 
-    fn broadcast(
+    fn broadcast(&self, message: &Broadcast, target: &Target, flags: BroadcastFlags) -> usize {
+        self.deliver(&message.frames, target, flags.volatile, None)
+    }
+
+    fn broadcast_with_ack(
+        &self,
+        message: &Broadcast,
+        target: &Target,
+        flags: BroadcastFlags,
+        route: AckRoute,
+    ) -> usize {
+        let delivered = self.deliver(&message.frames, target, flags.volatile, Some(&route));
+        let _ = route.events.send(AckEvent::RemoteServers(0));
+        delivered
+    }
+
+    fn fetch_sockets(
+        &self,
+        target: &Target,
+        _flags: BroadcastFlags,
+    ) -> BoxFuture<Result<Vec<SocketInfo>, AdapterError>> {
+        let sockets = self.local_infos(target);
+        Box::pin(async move { Ok(sockets) })
+    }
+
+    fn sockets_join(&self, target: &Target, rooms: &[Room], _flags: BroadcastFlags) {
+        self.local_join(target, rooms);
+    }
+
+    fn sockets_leave(&self, target: &Target, rooms: &[Room], _flags: BroadcastFlags) {
+        self.local_leave(target, rooms);
+    }
+
+    fn disconnect_sockets(&self, target: &Target, close: bool, _flags: BroadcastFlags) {
+        self.local_disconnect(target, close);
+    }
+
+    fn all_rooms(&self) -> BoxFuture<Result<Vec<Room>, AdapterError>> {
+        let rooms = self.rooms();
+        Box::pin(async move { Ok(rooms) })
+    }
+
+    fn server_side_emit(&self, _payload: Payload) {
+        // A single node has no other node to tell (Socket.IO's in-memory adapter neither).
+    }
+
+    fn server_side_emit_with_ack(
+        &self,
+        _payload: Payload,
+    ) -> BoxFuture<Result<Vec<Payload>, AdapterError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn server_count(&self) -> BoxFuture<Result<usize, AdapterError>> {
+        Box::pin(async { Ok(1) })
+    }
+}
+
+impl MemoryAdapter {
+    /// Delivers encoded frames to the targeted local sockets; returns how many accepted.
+    pub fn deliver(
         &self,
         frames: &[Frame],
         target: &Target,
         volatile: bool,
-        _local: bool,
         ack: Option<&AckRoute>,
     ) -> usize {
         let mut delivered = 0;
@@ -196,6 +259,42 @@ impl Adapter for MemoryAdapter {
             }
         });
         delivered
+    }
+
+    /// `fetch_sockets` on this node.
+    pub fn local_infos(&self, target: &Target) -> Vec<SocketInfo> {
+        let mut recipients = Vec::new();
+        self.for_each_target(target, |recipient| recipients.push(recipient.clone()));
+        recipients
+            .iter()
+            .map(|recipient| recipient.info())
+            .collect()
+    }
+
+    /// `sockets_join` on this node.
+    pub fn local_join(&self, target: &Target, rooms: &[Room]) {
+        for sid in self.sockets(target) {
+            self.join(sid, rooms);
+        }
+    }
+
+    /// `sockets_leave` on this node.
+    pub fn local_leave(&self, target: &Target, rooms: &[Room]) {
+        for sid in self.sockets(target) {
+            for room in rooms {
+                self.leave(sid, room);
+            }
+        }
+    }
+
+    /// `disconnect_sockets` on this node. Recipients are collected first: disconnecting
+    /// changes the indexes being walked.
+    pub fn local_disconnect(&self, target: &Target, close: bool) {
+        let mut recipients = Vec::new();
+        self.for_each_target(target, |recipient| recipients.push(recipient.clone()));
+        for recipient in recipients {
+            recipient.disconnect(close);
+        }
     }
 }
 
@@ -217,6 +316,15 @@ mod tests {
             self.received.lock().extend_from_slice(frames);
             true
         }
+        fn info(&self) -> SocketInfo {
+            SocketInfo {
+                id: self.sid.to_string(),
+                handshake: serde_json::Value::Null,
+                rooms: Vec::new(),
+                data: serde_json::Value::Null,
+            }
+        }
+        fn disconnect(&self, _close: bool) {}
     }
 
     fn probe() -> Arc<Probe> {
@@ -244,18 +352,12 @@ mod tests {
             rooms: vec![room("r1"), room("r2"), room("r3")],
             except: vec![room("vip")],
         };
-        let count = adapter.broadcast(&[Frame::message("x")], &target, false, false, None);
+        let count = adapter.deliver(&[Frame::message("x")], &target, false, None);
         assert_eq!(count, 2);
         assert_eq!(a.received.lock().len(), 1);
         assert_eq!(b.received.lock().len(), 0);
         assert_eq!(c.received.lock().len(), 1);
-        let all = adapter.broadcast(
-            &[Frame::message("y")],
-            &Target::default(),
-            false,
-            false,
-            None,
-        );
+        let all = adapter.deliver(&[Frame::message("y")], &Target::default(), false, None);
         assert_eq!(all, 3);
     }
 

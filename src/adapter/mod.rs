@@ -1,19 +1,30 @@
-//! The adapter: which sockets are in which rooms, and broadcast fan-out.
+//! The adapter: which sockets are in which rooms, broadcast fan-out, and the cluster seam.
 //!
-//! The socket layer talks to rooms only through [`Adapter`], held as `Arc<dyn Adapter>`
-//! per namespace: the in-memory [`MemoryAdapter`] serves one node; a cluster adapter
-//! (Redis) wraps it, delivering locally and publishing to the other nodes.
+//! The socket layer talks to rooms and to other nodes only through [`Adapter`], held as
+//! `Arc<dyn Adapter>` per namespace. The in-memory [`MemoryAdapter`] serves one node; the
+//! Redis adapter ([`redis`]) wraps it, delivering locally and publishing to other nodes.
 
 mod memory;
+pub mod redis;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
 use crate::engine::{Frame, Sid};
+use crate::socket::Payload;
+use crate::socket::packet::Packet;
 
 pub use memory::MemoryAdapter;
 
 /// A room name. Shared, so the same room in many indexes costs one allocation.
 pub type Room = Arc<str>;
+
+/// A boxed future, for the asynchronous (cluster-wide) adapter operations.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Someone a broadcast can reach: a connected socket, seen from below the socket layer.
 pub trait Recipient: Send + Sync + 'static {
@@ -21,30 +32,64 @@ pub trait Recipient: Send + Sync + 'static {
     /// Queues an already-encoded packet (text frame plus attachments). With `ack`, the
     /// recipient routes its ack for that id to the broadcast's collector.
     fn deliver(&self, frames: &[Frame], volatile: bool, ack: Option<&AckRoute>) -> bool;
+    /// What `fetch_sockets` reports about this socket.
+    fn info(&self) -> SocketInfo;
+    /// Disconnects the socket (and its whole connection with `close`).
+    fn disconnect(&self, close: bool);
 }
 
-/// Where the acks of a broadcast go: one id for every recipient, one shared channel.
+/// A socket as `fetch_sockets` reports it, on this node or another (Socket.IO's fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocketInfo {
+    pub id: String,
+    /// Socket.IO's `socket.handshake` object (headers, time, address, xdomain, secure,
+    /// issued, url, query, auth).
+    pub handshake: Value,
+    pub rooms: Vec<String>,
+    pub data: Value,
+}
+
+/// A broadcast packet, encoded once: the Socket.IO packet (for other nodes) and its
+/// Engine.IO frames (for local recipients).
 #[derive(Debug, Clone)]
-pub struct AckRoute {
-    pub id: u64,
-    pub replies: tokio::sync::mpsc::UnboundedSender<AckReply>,
+pub struct Broadcast {
+    pub packet: Packet,
+    pub frames: Vec<Frame>,
 }
 
-/// One recipient's answer to a broadcast with ack.
-#[derive(Debug, Clone)]
-pub struct AckReply {
-    pub sid: Sid,
-    pub args: Vec<serde_json::Value>,
-    pub attachments: Vec<bytes::Bytes>,
-}
-
-/// Which local sockets a broadcast or query targets.
-#[derive(Debug, Clone, Default)]
+/// Which sockets a broadcast or cluster operation targets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Target {
     /// Union of these rooms; empty means every socket of the namespace.
     pub rooms: Vec<Room>,
     /// Sockets in any of these rooms are skipped.
     pub except: Vec<Room>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BroadcastFlags {
+    /// May be dropped for clients whose queue is full.
+    pub volatile: bool,
+    /// This node only.
+    pub local: bool,
+}
+
+/// Where the acks of a broadcast go: one ack id for every local recipient, one channel for
+/// every reply and for the counts other nodes report.
+#[derive(Debug, Clone)]
+pub struct AckRoute {
+    pub id: u64,
+    pub events: mpsc::UnboundedSender<AckEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub enum AckEvent {
+    /// One client's ack (its first argument, as Socket.IO keeps it).
+    Reply(Payload),
+    /// How many other nodes will report a client count.
+    RemoteServers(usize),
+    /// One other node's number of recipients.
+    RemoteClients(usize),
 }
 
 /// Room lifecycle, as Socket.IO's adapter emits it.
@@ -58,7 +103,39 @@ pub enum RoomEvent {
 
 pub type RoomEventHook = Arc<dyn Fn(&str, &RoomEvent) + Send + Sync>;
 
-/// The per-namespace cluster seam.
+/// Delivers a server-side event (from another node) to the namespace's handlers; the
+/// sender is present when the emitting node waits for an ack.
+pub type ServerEventHook = Arc<dyn Fn(Payload, Option<oneshot::Sender<Payload>>) + Send + Sync>;
+
+/// What a namespace gives the adapter it gets built with.
+#[derive(Clone)]
+pub struct AdapterContext {
+    pub namespace: String,
+    pub room_events: Option<RoomEventHook>,
+    pub server_events: ServerEventHook,
+}
+
+/// Builds the adapter of each namespace.
+pub type AdapterFactory = Arc<dyn Fn(AdapterContext) -> Arc<dyn Adapter> + Send + Sync>;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AdapterError {
+    #[error(
+        "timeout reached while waiting for {operation} response ({received} of {expected} servers answered)"
+    )]
+    Timeout {
+        operation: &'static str,
+        received: usize,
+        expected: usize,
+        /// Replies that did arrive (server-side emit with ack).
+        partial: Vec<Payload>,
+    },
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The per-namespace cluster seam. Local operations are synchronous; cluster-wide ones
+/// return futures that end by their timeout at the latest.
 pub trait Adapter: Send + Sync + 'static {
     /// Registers a connected socket (it joins the room named by its id).
     fn add_socket(&self, recipient: Arc<dyn Recipient>);
@@ -70,16 +147,42 @@ pub trait Adapter: Send + Sync + 'static {
     fn socket_rooms(&self, sid: Sid) -> Vec<Room>;
     /// Ids of the local sockets the target selects.
     fn sockets(&self, target: &Target) -> Vec<Sid>;
-    /// Every room that has members.
+    /// Every room with members on this node.
     fn rooms(&self) -> Vec<Room>;
-    /// Delivers one encoded packet to every targeted socket, each once; returns how many
-    /// accepted it. `local` restricts it to this node (no effect on a single node).
-    fn broadcast(
+
+    /// Delivers to every targeted socket of the cluster, each once; returns how many local
+    /// sockets accepted it. Never waits on the network.
+    fn broadcast(&self, message: &Broadcast, target: &Target, flags: BroadcastFlags) -> usize;
+    /// Same, expecting acks: local replies and the other nodes' counts and replies arrive
+    /// on `route`. Returns the number of local recipients.
+    fn broadcast_with_ack(
         &self,
-        frames: &[Frame],
+        message: &Broadcast,
         target: &Target,
-        volatile: bool,
-        local: bool,
-        ack: Option<&AckRoute>,
+        flags: BroadcastFlags,
+        route: AckRoute,
     ) -> usize;
+    /// Sockets of the cluster the target selects.
+    fn fetch_sockets(
+        &self,
+        target: &Target,
+        flags: BroadcastFlags,
+    ) -> BoxFuture<Result<Vec<SocketInfo>, AdapterError>>;
+    /// Makes the targeted sockets of the cluster join rooms.
+    fn sockets_join(&self, target: &Target, rooms: &[Room], flags: BroadcastFlags);
+    /// Makes the targeted sockets of the cluster leave rooms.
+    fn sockets_leave(&self, target: &Target, rooms: &[Room], flags: BroadcastFlags);
+    /// Disconnects the targeted sockets of the cluster.
+    fn disconnect_sockets(&self, target: &Target, close: bool, flags: BroadcastFlags);
+    /// Every room of the cluster.
+    fn all_rooms(&self) -> BoxFuture<Result<Vec<Room>, AdapterError>>;
+    /// Sends an event (`payload.args[0]` is its name) to the other nodes' handlers.
+    fn server_side_emit(&self, payload: Payload);
+    /// Same, collecting one ack per other node.
+    fn server_side_emit_with_ack(
+        &self,
+        payload: Payload,
+    ) -> BoxFuture<Result<Vec<Payload>, AdapterError>>;
+    /// Number of nodes serving this namespace, this one included.
+    fn server_count(&self) -> BoxFuture<Result<usize, AdapterError>>;
 }

@@ -1,14 +1,18 @@
-//! Broadcast operators: `to`, `in`, `except`, `local`, `volatile`, `timeout`.
+//! Broadcast operators: `to`, `in`, `except`, `local`, `volatile`, `timeout`, and the
+//! cluster-wide operations on the sockets they select.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::namespace::Namespace;
 use super::payload::Payload;
 use super::socket::{encode_frames, event_packet};
-use crate::adapter::{AckReply, AckRoute, Room, Target};
+use crate::adapter::{
+    AckEvent, AckRoute, AdapterError, Broadcast, BroadcastFlags, Room, SocketInfo, Target,
+};
 
 /// Why waiting for an ack ended without one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -19,21 +23,23 @@ pub enum AckError {
     Disconnected,
 }
 
-/// The outcome of a broadcast with acks: every reply that came in time, and whether some
-/// recipients did not answer before the timeout.
+/// The outcome of a broadcast with acks: every reply that came in time (each client's
+/// first ack argument), and whether some recipients did not answer before the timeout.
 #[derive(Debug, Clone, Default)]
 pub struct BroadcastAcks {
-    pub replies: Vec<AckReply>,
+    pub replies: Vec<Payload>,
     pub timed_out: bool,
 }
+
+/// Default wait of [`BroadcastOperator::emit_with_ack`] without [`BroadcastOperator::timeout`].
+const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A broadcast being described; `emit` sends it, encoded once for every recipient.
 #[derive(Clone)]
 pub struct BroadcastOperator {
     ns: Arc<Namespace>,
     target: Target,
-    volatile: bool,
-    local: bool,
+    flags: BroadcastFlags,
     timeout: Option<Duration>,
 }
 
@@ -42,8 +48,7 @@ impl BroadcastOperator {
         BroadcastOperator {
             ns,
             target: Target::default(),
-            volatile: false,
-            local: false,
+            flags: BroadcastFlags::default(),
             timeout: None,
         }
     }
@@ -71,15 +76,15 @@ impl BroadcastOperator {
         self
     }
 
-    /// Only sockets of this node (no effect without a cluster adapter).
+    /// Only sockets of this node.
     pub fn local(mut self) -> Self {
-        self.local = true;
+        self.flags.local = true;
         self
     }
 
     /// The packet may be dropped for clients whose queue is full.
     pub fn volatile(mut self) -> Self {
-        self.volatile = true;
+        self.flags.volatile = true;
         self
     }
 
@@ -89,46 +94,159 @@ impl BroadcastOperator {
         self
     }
 
-    /// Sends the event to every target; returns how many sockets accepted it.
-    pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> usize {
-        let packet = event_packet(self.ns.name(), event, payload.into());
-        let frames = encode_frames(&packet);
-        self.ns
-            .adapter
-            .broadcast(&frames, &self.target, self.volatile, self.local, None)
+    fn message(&self, event: &str, payload: Payload, ack_id: Option<u64>) -> Broadcast {
+        let packet = event_packet(self.ns.name(), event, payload);
+        let frames = match ack_id {
+            None => encode_frames(&packet),
+            Some(id) => {
+                let mut with_id = packet.clone();
+                with_id.id = Some(id);
+                encode_frames(&with_id)
+            }
+        };
+        Broadcast { packet, frames }
     }
 
-    /// Sends the event expecting an ack from every target, and collects them.
+    /// Sends the event to every target of the cluster; returns how many sockets of this
+    /// node accepted it.
+    pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> usize {
+        let message = self.message(event, payload.into(), None);
+        self.ns
+            .adapter
+            .broadcast(&message, &self.target, self.flags)
+    }
+
+    /// Sends the event expecting an ack from every target of the cluster, and collects them
+    /// until every recipient answered or the timeout passed.
     pub async fn emit_with_ack(&self, event: &str, payload: impl Into<Payload>) -> BroadcastAcks {
         let id = self.ns.next_ack_id();
-        let mut packet = event_packet(self.ns.name(), event, payload.into());
-        packet.id = Some(id);
-        let frames = encode_frames(&packet);
-        let (replies, mut receiver) = mpsc::unbounded_channel();
-        let route = AckRoute { id, replies };
-        let expected = self.ns.adapter.broadcast(
-            &frames,
+        let message = self.message(event, payload.into(), Some(id));
+        let (events, mut receiver) = mpsc::unbounded_channel();
+        let mut expected_clients = self.ns.adapter.broadcast_with_ack(
+            &message,
             &self.target,
-            self.volatile,
-            self.local,
-            Some(&route),
+            self.flags,
+            AckRoute { id, events },
         );
-        drop(route);
+        let deadline = tokio::time::Instant::now() + self.timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
         let mut acks = BroadcastAcks::default();
-        let deadline = tokio::time::Instant::now() + self.timeout.unwrap_or(Duration::from_secs(5));
-        while acks.replies.len() < expected {
+        let mut remote_servers: Option<usize> = None;
+        let mut servers_counted = 0;
+        loop {
+            let complete =
+                remote_servers == Some(servers_counted) && acks.replies.len() >= expected_clients;
+            if complete {
+                return acks;
+            }
             match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(reply)) => acks.replies.push(reply),
-                // Every recipient is gone: no further reply can come.
-                Ok(None) | Err(_) => break,
+                Ok(Some(AckEvent::Reply(reply))) => acks.replies.push(reply),
+                Ok(Some(AckEvent::RemoteServers(count))) => remote_servers = Some(count),
+                Ok(Some(AckEvent::RemoteClients(count))) => {
+                    servers_counted += 1;
+                    expected_clients += count;
+                }
+                // Every local recipient is gone and the adapter reported all it will.
+                Ok(None) | Err(_) => {
+                    acks.timed_out = true;
+                    return acks;
+                }
             }
         }
-        acks.timed_out = acks.replies.len() < expected;
-        acks
+    }
+
+    /// Sockets of the cluster this operator targets.
+    pub async fn fetch_sockets(&self) -> Result<Vec<RemoteSocket>, AdapterError> {
+        let infos = self
+            .ns
+            .adapter
+            .fetch_sockets(&self.target, self.flags)
+            .await?;
+        Ok(infos
+            .into_iter()
+            .map(|info| RemoteSocket {
+                ns: self.ns.clone(),
+                info,
+            })
+            .collect())
+    }
+
+    /// Makes the targeted sockets of the cluster join a room.
+    pub fn sockets_join(&self, room: impl Into<Room>) {
+        self.ns
+            .adapter
+            .sockets_join(&self.target, &[room.into()], self.flags);
+    }
+
+    /// Makes the targeted sockets of the cluster leave a room.
+    pub fn sockets_leave(&self, room: impl Into<Room>) {
+        self.ns
+            .adapter
+            .sockets_leave(&self.target, &[room.into()], self.flags);
+    }
+
+    /// Disconnects the targeted sockets of the cluster (their whole connection with `close`).
+    pub fn disconnect_sockets(&self, close: bool) {
+        self.ns
+            .adapter
+            .disconnect_sockets(&self.target, close, self.flags);
     }
 
     /// Ids of the sockets this operator targets on this node.
     pub fn socket_ids(&self) -> Vec<crate::engine::Sid> {
         self.ns.adapter.sockets(&self.target)
+    }
+}
+
+/// A socket of any node of the cluster, as `fetch_sockets` returns it; operations on it go
+/// through the adapter to the node that holds it.
+#[derive(Clone)]
+pub struct RemoteSocket {
+    ns: Arc<Namespace>,
+    info: SocketInfo,
+}
+
+impl std::fmt::Debug for RemoteSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSocket")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl RemoteSocket {
+    pub fn id(&self) -> &str {
+        &self.info.id
+    }
+
+    pub fn handshake(&self) -> &Value {
+        &self.info.handshake
+    }
+
+    pub fn rooms(&self) -> &[String] {
+        &self.info.rooms
+    }
+
+    pub fn data(&self) -> &Value {
+        &self.info.data
+    }
+
+    fn operator(&self) -> BroadcastOperator {
+        self.ns.to(self.info.id.as_str())
+    }
+
+    pub fn emit(&self, event: &str, payload: impl Into<Payload>) {
+        self.operator().emit(event, payload);
+    }
+
+    pub fn join(&self, room: impl Into<Room>) {
+        self.operator().sockets_join(room);
+    }
+
+    pub fn leave(&self, room: impl Into<Room>) {
+        self.operator().sockets_leave(room);
+    }
+
+    pub fn disconnect(&self, close: bool) {
+        self.operator().disconnect_sockets(close);
     }
 }

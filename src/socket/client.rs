@@ -138,7 +138,7 @@ fn connect(io: &Arc<IoInner>, session: &ClientSession, packet: Packet) {
         Some(auth @ Value::Object(_)) => auth,
         _ => json!({}),
     };
-    let socket = Arc::new(Socket::new(nsp.clone(), session.clone(), auth));
+    let socket = Socket::new(nsp.clone(), session.clone(), auth);
     if !nsp.has_middlewares() {
         finish_connect(session, socket);
         return;

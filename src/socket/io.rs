@@ -22,7 +22,10 @@ use super::client::{self, ClientState};
 use super::namespace::Namespace;
 use super::payload::Payload;
 use super::socket::DisconnectReason;
-use crate::adapter::{Adapter, MemoryAdapter, Room, RoomEvent, RoomEventHook};
+use crate::adapter::{
+    Adapter, AdapterContext, AdapterFactory, MemoryAdapter, Room, RoomEvent, RoomEventHook,
+    ServerEventHook,
+};
 use crate::engine::{CloseReason, Engine, EngineConfig, EngineHandler, Message, Session};
 
 /// Socket.IO settings. Defaults match Socket.IO's server.
@@ -44,9 +47,6 @@ impl Default for IoConfig {
 
 type Predicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 type Setup = Arc<dyn Fn(&Arc<Namespace>) + Send + Sync>;
-/// Builds the adapter of a namespace: `(namespace name, room event hook)`.
-pub type AdapterFactory =
-    Arc<dyn Fn(&str, Option<RoomEventHook>) -> Arc<dyn Adapter> + Send + Sync>;
 
 /// HTTP response body type of [`Io::handle`].
 pub type Body = Full<Bytes>;
@@ -62,21 +62,31 @@ pub struct IoInner {
     config: IoConfig,
     namespaces: DashMap<String, Arc<Namespace>>,
     dynamic: RwLock<Vec<(Predicate, Setup)>>,
-    adapter_factory: RwLock<AdapterFactory>,
+    adapter_factory: AdapterFactory,
     room_events: RwLock<Option<RoomEventHook>>,
     this: Weak<IoInner>,
 }
 
 impl Io {
+    /// A single-node server (in-memory adapter).
     pub fn new(config: IoConfig) -> Io {
+        Io::with_adapter(
+            config,
+            Arc::new(|context: AdapterContext| {
+                Arc::new(MemoryAdapter::new(context.namespace, context.room_events))
+                    as Arc<dyn Adapter>
+            }),
+        )
+    }
+
+    /// A server whose namespaces get their adapter from `factory` (a cluster adapter).
+    pub fn with_adapter(config: IoConfig, factory: AdapterFactory) -> Io {
         let engine_config = config.engine.clone();
         let inner = Arc::new_cyclic(|this| IoInner {
             config,
             namespaces: DashMap::new(),
             dynamic: RwLock::new(Vec::new()),
-            adapter_factory: RwLock::new(Arc::new(|name, events| {
-                Arc::new(MemoryAdapter::new(name, events)) as Arc<dyn Adapter>
-            })),
+            adapter_factory: factory,
             room_events: RwLock::new(None),
             this: this.clone(),
         });
@@ -88,12 +98,6 @@ impl Io {
 
     pub fn config(&self) -> &IoConfig {
         &self.inner.config
-    }
-
-    /// Replaces how namespace adapters are built (a cluster adapter). Namespaces created
-    /// before keep theirs, so call this before `of`.
-    pub fn set_adapter_factory(&self, factory: AdapterFactory) {
-        *self.inner.adapter_factory.write() = factory;
     }
 
     /// Observes room creation, deletion, joins and leaves in every namespace.
@@ -227,14 +231,14 @@ impl IoInner {
         }
         self.namespaces
             .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(Namespace::new(name, self.new_adapter(name))))
+            .or_insert_with(|| self.new_namespace(name))
             .value()
             .clone()
     }
 
-    fn new_adapter(&self, name: &str) -> Arc<dyn Adapter> {
+    fn new_namespace(&self, name: &str) -> Arc<Namespace> {
         let this = self.this.clone();
-        let hook: RoomEventHook = Arc::new(move |nsp, event| {
+        let room_events: RoomEventHook = Arc::new(move |nsp, event| {
             if let Some(io) = this.upgrade() {
                 let hook = io.room_events.read().clone();
                 if let Some(hook) = hook {
@@ -242,8 +246,18 @@ impl IoInner {
                 }
             }
         });
-        let factory = self.adapter_factory.read().clone();
-        factory(name, Some(hook))
+        Namespace::new(name, |namespace| {
+            let server_events: ServerEventHook = Arc::new(move |payload, ack| {
+                if let Some(namespace) = namespace.upgrade() {
+                    namespace.dispatch_server_event(payload, ack);
+                }
+            });
+            (self.adapter_factory)(AdapterContext {
+                namespace: name.to_owned(),
+                room_events: Some(room_events),
+                server_events,
+            })
+        })
     }
 
     /// The namespace a client asks for: an existing one, or a new dynamic one.
@@ -263,7 +277,7 @@ impl IoInner {
             .entry(name.to_owned())
             .or_insert_with(|| {
                 created = true;
-                Arc::new(Namespace::new(name, self.new_adapter(name)))
+                self.new_namespace(name)
             })
             .value()
             .clone();

@@ -4,6 +4,7 @@
 
 mod broadcast;
 mod client;
+pub mod handshake;
 mod io;
 mod namespace;
 pub mod packet;
@@ -11,8 +12,8 @@ mod payload;
 #[allow(clippy::module_inception)]
 mod socket;
 
-pub use broadcast::{AckError, BroadcastAcks, BroadcastOperator};
-pub use io::{AdapterFactory, Body, Io, IoConfig, serve_http};
-pub use namespace::{ConnectError, Namespace};
+pub use broadcast::{AckError, BroadcastAcks, BroadcastOperator, RemoteSocket};
+pub use io::{Body, Io, IoConfig, serve_http};
+pub use namespace::{ConnectError, Namespace, ServerAck};
 pub use payload::Payload;
 pub use socket::{AckSender, DisconnectReason, Event, Handshake, Socket};

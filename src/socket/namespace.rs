@@ -3,16 +3,19 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 
-use super::broadcast::BroadcastOperator;
+use tokio::sync::oneshot;
+
+use super::broadcast::{BroadcastOperator, RemoteSocket};
+use super::payload::Payload;
 use super::socket::{DisconnectReason, Event, Socket};
-use crate::adapter::{Adapter, Room};
+use crate::adapter::{Adapter, AdapterError, Room};
 use crate::engine::Sid;
 
 /// Refuses a connection; the client receives CONNECT_ERROR `{"message","data"}`.
@@ -51,6 +54,17 @@ pub(crate) type Middleware =
 pub(crate) type ConnectionHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
 pub(crate) type EventHandler = Arc<dyn Fn(&Arc<Socket>, Event) + Send + Sync>;
 pub(crate) type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, DisconnectReason) + Send + Sync>;
+pub(crate) type ServerEventHandler = Arc<dyn Fn(Payload, Option<ServerAck>) + Send + Sync>;
+
+/// Answers another node's `server_side_emit_with_ack` (once; the first argument is kept).
+#[derive(Debug)]
+pub struct ServerAck(oneshot::Sender<Payload>);
+
+impl ServerAck {
+    pub fn send(self, payload: impl Into<Payload>) {
+        let _ = self.0.send(payload.into());
+    }
+}
 
 /// A Socket.IO namespace (`io.of("/chat")`).
 pub struct Namespace {
@@ -60,22 +74,28 @@ pub struct Namespace {
     connection_handlers: RwLock<Vec<ConnectionHandler>>,
     event_handlers: RwLock<HashMap<String, EventHandler>>,
     disconnect_handlers: RwLock<Vec<DisconnectHandler>>,
+    server_event_handlers: RwLock<HashMap<String, ServerEventHandler>>,
     pub(crate) sockets: DashMap<Sid, Arc<Socket>>,
     next_ack_id: AtomicU64,
 }
 
 impl Namespace {
-    pub(crate) fn new(name: &str, adapter: Arc<dyn Adapter>) -> Self {
-        Namespace {
+    /// A namespace whose adapter is built knowing the namespace (for server-side events).
+    pub(crate) fn new(
+        name: &str,
+        make_adapter: impl FnOnce(Weak<Namespace>) -> Arc<dyn Adapter>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|this| Namespace {
             name: Arc::from(name),
-            adapter,
+            adapter: make_adapter(this.clone()),
             middlewares: RwLock::new(Vec::new()),
             connection_handlers: RwLock::new(Vec::new()),
             event_handlers: RwLock::new(HashMap::new()),
             disconnect_handlers: RwLock::new(Vec::new()),
+            server_event_handlers: RwLock::new(HashMap::new()),
             sockets: DashMap::new(),
             next_ack_id: AtomicU64::new(0),
-        }
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -124,6 +144,68 @@ impl Namespace {
     ) -> &Self {
         self.disconnect_handlers.write().push(Arc::new(handler));
         self
+    }
+
+    /// Handles an event sent by another node with `server_side_emit` (Socket.IO's
+    /// `io.on(event, ...)` for server-side events). The ack is present when the sender waits.
+    pub fn on_server_event(
+        &self,
+        event: impl Into<String>,
+        handler: impl Fn(Payload, Option<ServerAck>) + Send + Sync + 'static,
+    ) -> &Self {
+        self.server_event_handlers
+            .write()
+            .insert(event.into(), Arc::new(handler));
+        self
+    }
+
+    /// Runs the handler of a server-side event received from another node.
+    pub(crate) fn dispatch_server_event(
+        &self,
+        mut payload: Payload,
+        ack: Option<oneshot::Sender<Payload>>,
+    ) {
+        let Some(Value::String(event)) = payload.args.first().cloned() else {
+            return;
+        };
+        payload.args.remove(0);
+        let handler = self.server_event_handlers.read().get(&event).cloned();
+        match handler {
+            Some(handler) => handler(payload, ack.map(ServerAck)),
+            None => tracing::debug!(nsp = %self.name, event, "no handler for server-side event"),
+        }
+    }
+
+    /// Sends an event to the handlers of the other nodes.
+    pub fn server_side_emit(&self, event: &str, payload: impl Into<Payload>) {
+        self.adapter.server_side_emit(named(event, payload.into()));
+    }
+
+    /// Sends an event to the other nodes and collects one ack from each (the adapter's
+    /// requests timeout bounds the wait).
+    pub async fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<Vec<Payload>, AdapterError> {
+        self.adapter
+            .server_side_emit_with_ack(named(event, payload.into()))
+            .await
+    }
+
+    /// Every socket of the namespace across the cluster.
+    pub async fn fetch_sockets(self: &Arc<Self>) -> Result<Vec<RemoteSocket>, AdapterError> {
+        self.broadcast().fetch_sockets().await
+    }
+
+    /// Every room of the namespace across the cluster.
+    pub async fn all_rooms(&self) -> Result<Vec<Room>, AdapterError> {
+        self.adapter.all_rooms().await
+    }
+
+    /// Number of nodes serving this namespace, this one included.
+    pub async fn server_count(&self) -> Result<usize, AdapterError> {
+        self.adapter.server_count().await
     }
 
     /// Targets sockets in this room (calls chain: `to("a").to("b")` is a union).
@@ -200,4 +282,10 @@ impl Namespace {
     pub(crate) fn next_ack_id(&self) -> u64 {
         self.next_ack_id.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// `[event, ...args]`, the shape server-side events travel in.
+fn named(event: &str, mut payload: Payload) -> Payload {
+    payload.args.insert(0, Value::String(event.to_owned()));
+    payload
 }

@@ -1,8 +1,8 @@
 //! A socket: one client's connection to one namespace.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -14,7 +14,7 @@ use super::client::ClientState;
 use super::namespace::{EventHandler, Namespace};
 use super::packet::{Packet, encode_text_into};
 use super::payload::Payload;
-use crate::adapter::{AckReply, AckRoute, Recipient, Room};
+use crate::adapter::{AckEvent, AckRoute, Recipient, Room, SocketInfo};
 use crate::engine::{CloseReason, Frame, PushError, RequestInfo, Session, Sid};
 
 /// Why a socket disconnected, with Socket.IO's reason strings.
@@ -107,12 +107,13 @@ pub struct Handshake {
 
 pub(crate) enum AckWaiter {
     One(oneshot::Sender<Payload>),
-    Broadcast(mpsc::UnboundedSender<AckReply>),
+    Broadcast(mpsc::UnboundedSender<AckEvent>),
 }
 
 /// One client's connection to one namespace.
 pub struct Socket {
     id: Sid,
+    this: Weak<Socket>,
     pub(crate) ns: Arc<Namespace>,
     pub(crate) session: Arc<Session<ClientState>>,
     handshake: Handshake,
@@ -133,17 +134,22 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
-    pub(crate) fn new(ns: Arc<Namespace>, session: Arc<Session<ClientState>>, auth: Value) -> Self {
-        Socket {
+    pub(crate) fn new(
+        ns: Arc<Namespace>,
+        session: Arc<Session<ClientState>>,
+        auth: Value,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|this| Socket {
             id: Sid::random(),
+            this: this.clone(),
             ns,
             session,
             handshake: Handshake { auth },
             handlers: RwLock::new(None),
             acks: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
-            data: RwLock::new(Value::Null),
-        }
+            data: RwLock::new(Value::Object(Default::default())),
+        })
     }
 
     pub fn id(&self) -> Sid {
@@ -297,12 +303,11 @@ impl Socket {
             Some(AckWaiter::One(sender)) => {
                 let _ = sender.send(payload);
             }
-            Some(AckWaiter::Broadcast(replies)) => {
-                let _ = replies.send(AckReply {
-                    sid: self.id,
-                    args: payload.args,
-                    attachments: payload.attachments,
-                });
+            Some(AckWaiter::Broadcast(events)) => {
+                // Socket.IO keeps each client's first ack argument.
+                let mut first = payload;
+                first.args.truncate(1);
+                let _ = events.send(AckEvent::Reply(first));
             }
             None => tracing::debug!(sid = %self.id, id, "ack for unknown id"),
         }
@@ -324,13 +329,28 @@ impl Recipient for Socket {
                     AckWaiter::One(sender) => !sender.is_closed(),
                 });
             }
-            acks.insert(route.id, AckWaiter::Broadcast(route.replies.clone()));
+            acks.insert(route.id, AckWaiter::Broadcast(route.events.clone()));
         }
         let accepted = self.session.send(frames, volatile).is_ok();
         if !accepted && let Some(route) = ack {
             self.acks.lock().remove(&route.id);
         }
         accepted
+    }
+
+    fn info(&self) -> SocketInfo {
+        SocketInfo {
+            id: self.id.to_string(),
+            handshake: super::handshake::to_json(&self.session.request, &self.handshake.auth),
+            rooms: self.rooms().iter().map(|room| room.to_string()).collect(),
+            data: self.data.read().clone(),
+        }
+    }
+
+    fn disconnect(&self, close: bool) {
+        if let Some(this) = self.this.upgrade() {
+            Socket::disconnect(&this, close);
+        }
     }
 }
 
