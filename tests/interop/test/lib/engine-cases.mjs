@@ -13,8 +13,8 @@ import {
   delay,
   eioUrl,
   openPacket,
+  pollAnswer,
   request,
-  startRequest,
   track,
   within,
   wsHandshake,
@@ -37,6 +37,9 @@ export const ERR = {
 
 /** Asserts an Engine.IO HTTP error response exactly as Node sends it (status, JSON content type, body). */
 export function assertHttpError(res, body, status = 400) {
+  if (res.status !== status || res.body !== body) {
+    assert.fail(`expected HTTP ${status} ${body}, got HTTP ${res.status} ${JSON.stringify(res.body)}`);
+  }
   assert.equal(res.status, status, `status (body ${JSON.stringify(res.body)})`);
   assert.equal(res.headers["content-type"], "application/json");
   assert.equal(res.body, body);
@@ -52,9 +55,8 @@ export async function assertWsRefused(peer, ms = 3000) {
 /** Asserts a WebSocket upgrade was answered with Node's plain-text HTTP 400 (`abortUpgrade`). */
 export async function assertUpgradeRejected(peer, message) {
   const res = await within(peer.rejected, 3000, "an HTTP answer to the upgrade request");
-  assert.equal(res.status, 400);
-  assert.equal(res.headers["content-type"], "text/html");
-  assert.equal(res.body, message);
+  const got = `HTTP ${res.status} [${res.headers["content-type"]}] ${JSON.stringify(res.body)}`;
+  assert.equal(got, `HTTP 400 [text/html] ${JSON.stringify(message)}`, "Node answers a refused upgrade with a plain-text 400");
   await assertWsRefused(peer);
 }
 
@@ -200,14 +202,14 @@ export function defineEngineTransportTests({ getServer, path, roundTrip, connect
       assert.equal(pending.body, "1");
       assert.ok(elapsed >= PING_INTERVAL + PING_TIMEOUT - 100, `closed after ${elapsed} ms, before pingInterval+pingTimeout`);
       assert.ok(elapsed < PING_INTERVAL + PING_TIMEOUT + 1000, `closed only after ${elapsed} ms`);
-      assertHttpError(await s.get(), ERR.sid);
+      assertHttpError(await pollAnswer(s), ERR.sid);
     });
 
     it("closes a polling session upon ping timeout (official: sleep past it, then 400)", T, async () => {
       const s = await PollingSession.open(getServer(), path);
       await connectPolling(s);
       await delay(PING_INTERVAL + PING_TIMEOUT + 100);
-      assertHttpError(await s.get(), ERR.sid);
+      assertHttpError(await pollAnswer(s), ERR.sid);
     });
 
     it("sends ping packets over WebSocket every pingInterval and keeps the session while pongs come back", T, async (t) => {
@@ -247,7 +249,7 @@ export function defineEngineTransportTests({ getServer, path, roundTrip, connect
       const poll = await pending.response;
       assert.equal(poll.status, 200);
       assert.equal(poll.body, "6");
-      assertHttpError(await s.get(), ERR.sid);
+      assertHttpError(await pollAnswer(s), ERR.sid);
     });
 
     it("ends a WebSocket session after a close packet (Node: at the latest by the ping timeout)", T, async (t) => {
@@ -261,17 +263,29 @@ export function defineEngineTransportTests({ getServer, path, roundTrip, connect
   });
 
   describe("upgrade", () => {
-    async function upgradeProbe(t) {
+    // Node never sends a noop over the WebSocket; the test "sends no noop over the WebSocket"
+    // checks that. The other upgrade tests ignore stray noops so they can check their own point.
+    async function upgradeProbe(t, { ignoreNoop = true } = {}) {
       const s = await PollingSession.open(getServer(), path);
       const peer = track(t, new WsPeer(wurl({ EIO: 4, transport: "websocket", sid: s.sid }), { autoPong: true }));
+      peer.ignoreNoop = ignoreNoop;
       await peer.opened;
       return { s, peer };
     }
+
+    it("sends no noop over the WebSocket: the first frame after 3probe and 5 is the session's own", T, async (t) => {
+      const { peer } = await upgradeProbe(t, { ignoreNoop: false });
+      peer.send("2probe");
+      assert.equal(await peer.next(), "3probe");
+      peer.send("5");
+      await roundTrip(peer);
+    });
 
     it("upgrades from polling to WebSocket: 2probe/3probe, noop '6' to the pending GET, then 5", T, async (t) => {
       const s = await PollingSession.open(getServer(), path);
       const pending = track(t, s.startGet());
       const peer = track(t, new WsPeer(wurl({ EIO: 4, transport: "websocket", sid: s.sid }), { autoPong: true }));
+      peer.ignoreNoop = true;
       await peer.opened;
       peer.send("2probe");
       assert.equal(await peer.next(), "3probe");
@@ -286,7 +300,7 @@ export function defineEngineTransportTests({ getServer, path, roundTrip, connect
       const { s, peer } = await upgradeProbe(t);
       peer.send("2probe");
       assert.equal(await peer.next(), "3probe");
-      const poll = await s.get();
+      const poll = await within(s.get(), 2000, "the noop answer to a GET during the upgrade");
       assert.equal(poll.status, 200);
       assert.equal(poll.body, "6");
       peer.send("5");
@@ -299,7 +313,7 @@ export function defineEngineTransportTests({ getServer, path, roundTrip, connect
       assert.equal(await peer.next(), "3probe");
       peer.send("5");
       await roundTrip(peer); // the upgrade is complete once the session answers over WebSocket
-      assertHttpError(await s.get(), ERR.bad);
+      assertHttpError(await pollAnswer(s), ERR.bad);
       assertHttpError(await s.post("40"), ERR.bad);
       await roundTrip(peer);
     });

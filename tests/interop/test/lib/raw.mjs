@@ -83,6 +83,7 @@ export async function within(promise, ms, what) {
  * - `closed` resolves to { code, reason, at } when the connection ends (for any reason).
  * - `rejected` resolves to { status, headers, body } if the server answered the upgrade with an HTTP response.
  * - with `autoPong`, Engine.IO pings ("2") are answered with "3" and not queued.
+ * - with `ignoreNoop` set, Engine.IO noops ("6") are counted in `noops` and not queued.
  */
 export class WsPeer {
   constructor(url, { autoPong = false, headers = {}, maxPayload } = {}) {
@@ -91,6 +92,8 @@ export class WsPeer {
     this.queue = [];
     this.waiters = [];
     this.pings = 0;
+    this.noops = 0;
+    this.ignoreNoop = false; // when set, Engine.IO noop packets ("6") are counted and not queued
     this.openedAt = undefined;
     this.ws = new WebSocket(url, { headers, perMessageDeflate: false, ...(maxPayload ? { maxPayload } : {}) });
     this.errors = [];
@@ -130,6 +133,10 @@ export class WsPeer {
       if (this.autoPong && msg === "2") {
         this.pings++;
         this.send("3");
+        return;
+      }
+      if (this.ignoreNoop && msg === "6") {
+        this.noops++;
         return;
       }
       const w = this.waiters.shift();
@@ -278,4 +285,12 @@ export async function sioConnect(server, { path = "/socket.io/", ns = "/", auth,
   const sid = JSON.parse(ack.slice(2 + prefix.length)).sid;
   if (expectAuth) await peer.next();
   return { peer, sid, eioSid };
+}
+
+/**
+ * Asserts that a session is gone: a GET with its sid gets Node's 400 code 1 at once
+ * (a live session would hold the GET as a long poll, so the wait is bounded).
+ */
+export async function pollAnswer(session, ms = 2000) {
+  return within(session.get(), ms, `an answer to GET sid=${session.sid} (a live session holds a GET until it has packets)`);
 }
