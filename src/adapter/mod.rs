@@ -79,6 +79,8 @@ pub struct BroadcastFlags {
 #[derive(Debug, Clone)]
 pub struct AckRoute {
     pub id: u64,
+    /// How long the broadcast waits for acks.
+    pub timeout: std::time::Duration,
     pub events: mpsc::UnboundedSender<AckEvent>,
 }
 
@@ -111,6 +113,8 @@ pub type ServerEventHook = Arc<dyn Fn(Payload, Option<oneshot::Sender<Payload>>)
 #[derive(Clone)]
 pub struct AdapterContext {
     pub namespace: String,
+    /// The namespace's ack id counter (ack ids must not collide on a socket).
+    pub ack_ids: Arc<std::sync::atomic::AtomicU64>,
     pub room_events: Option<RoomEventHook>,
     pub server_events: ServerEventHook,
 }

@@ -122,13 +122,18 @@ impl BroadcastOperator {
         let id = self.ns.next_ack_id();
         let message = self.message(event, payload.into(), Some(id));
         let (events, mut receiver) = mpsc::unbounded_channel();
+        let timeout = self.timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
         let mut expected_clients = self.ns.adapter.broadcast_with_ack(
             &message,
             &self.target,
             self.flags,
-            AckRoute { id, events },
+            AckRoute {
+                id,
+                timeout,
+                events,
+            },
         );
-        let deadline = tokio::time::Instant::now() + self.timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut acks = BroadcastAcks::default();
         let mut remote_servers: Option<usize> = None;
         let mut servers_counted = 0;

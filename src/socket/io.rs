@@ -246,7 +246,7 @@ impl IoInner {
                 }
             }
         });
-        Namespace::new(name, |namespace| {
+        Namespace::new(name, |namespace, ack_ids| {
             let server_events: ServerEventHook = Arc::new(move |payload, ack| {
                 if let Some(namespace) = namespace.upgrade() {
                     namespace.dispatch_server_event(payload, ack);
@@ -254,6 +254,7 @@ impl IoInner {
             });
             (self.adapter_factory)(AdapterContext {
                 namespace: name.to_owned(),
+                ack_ids,
                 room_events: Some(room_events),
                 server_events,
             })

@@ -16,4 +16,5 @@ pub use broadcast::{AckError, BroadcastAcks, BroadcastOperator, RemoteSocket};
 pub use io::{Body, Io, IoConfig, serve_http};
 pub use namespace::{ConnectError, Namespace, ServerAck};
 pub use payload::Payload;
+pub(crate) use socket::encode_frames;
 pub use socket::{AckSender, DisconnectReason, Event, Handshake, Socket};

@@ -76,25 +76,26 @@ pub struct Namespace {
     disconnect_handlers: RwLock<Vec<DisconnectHandler>>,
     server_event_handlers: RwLock<HashMap<String, ServerEventHandler>>,
     pub(crate) sockets: DashMap<Sid, Arc<Socket>>,
-    next_ack_id: AtomicU64,
+    next_ack_id: Arc<AtomicU64>,
 }
 
 impl Namespace {
     /// A namespace whose adapter is built knowing the namespace (for server-side events).
     pub(crate) fn new(
         name: &str,
-        make_adapter: impl FnOnce(Weak<Namespace>) -> Arc<dyn Adapter>,
+        make_adapter: impl FnOnce(Weak<Namespace>, Arc<AtomicU64>) -> Arc<dyn Adapter>,
     ) -> Arc<Self> {
+        let next_ack_id = Arc::new(AtomicU64::new(0));
         Arc::new_cyclic(|this| Namespace {
             name: Arc::from(name),
-            adapter: make_adapter(this.clone()),
+            adapter: make_adapter(this.clone(), next_ack_id.clone()),
             middlewares: RwLock::new(Vec::new()),
             connection_handlers: RwLock::new(Vec::new()),
             event_handlers: RwLock::new(HashMap::new()),
             disconnect_handlers: RwLock::new(Vec::new()),
             server_event_handlers: RwLock::new(HashMap::new()),
             sockets: DashMap::new(),
-            next_ack_id: AtomicU64::new(0),
+            next_ack_id,
         })
     }
 

@@ -1,3 +1,402 @@
-//! The Redis adapter, wire-compatible with Node's `@socket.io/redis-adapter` 8.3.
+//! The Redis adapter, wire-compatible with Node's `@socket.io/redis-adapter` 8.3 (the
+//! classic adapter) and `@socket.io/redis-emitter`: ioscale and Node nodes on one Redis
+//! behave as one cluster.
+//!
+//! One [`RedisCluster`] per process holds two Redis connections (through `fred`, which
+//! pipelines, reconnects with a backoff and resubscribes): a publisher fed by a bounded
+//! queue and drained in pipelined batches, and a subscriber whose read loop hands each
+//! message to its namespace's [`RedisAdapter`] without ever waiting on a client. While
+//! Redis is down, local delivery goes on; what cannot be published is dropped and counted.
+//!
+//! Wire formats: see [`wire`]; the reference is `socketio/socket.io-redis-adapter`,
+//! `lib/index.ts` (8.3.0).
 
+mod adapter;
 pub mod wire;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use fred::clients::SubscriberClient;
+use fred::prelude::{
+    Builder, Client, ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy,
+    TcpConfig,
+};
+use tokio::sync::{broadcast, mpsc};
+
+pub use adapter::RedisAdapter;
+
+use super::{Adapter, AdapterContext, AdapterError, AdapterFactory};
+
+/// Redis adapter settings. Defaults match the Node adapter.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Channel prefix (`key` in the Node adapter). Default `socket.io`.
+    pub key_prefix: String,
+    /// How long cluster requests (fetch sockets, all rooms, server-side acks) wait. Default 5 s.
+    pub requests_timeout: Duration,
+    /// Answer requests on the requester's own response channel. Default off.
+    pub publish_on_specific_response_channel: bool,
+    /// Messages waiting to be published before new ones are dropped. Default 65536.
+    pub publish_queue: usize,
+}
+
+impl RedisConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            key_prefix: "socket.io".to_owned(),
+            requests_timeout: Duration::from_millis(5000),
+            publish_on_specific_response_channel: false,
+            publish_queue: 65_536,
+        }
+    }
+}
+
+/// Counters of the Redis link, for logs, health checks and metrics.
+#[derive(Debug, Default)]
+pub struct RedisStats {
+    pub published: AtomicU64,
+    /// Messages not published: queue full, Redis down, or a failed publish.
+    pub publish_dropped: AtomicU64,
+    pub received: AtomicU64,
+    /// Messages from Redis that did not decode (dropped).
+    pub received_invalid: AtomicU64,
+    /// Messages the subscriber loop fell behind on (dropped by the client library).
+    pub received_lagged: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub requests: AtomicU64,
+    pub request_timeouts: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("invalid Redis configuration: {0}")]
+    Config(String),
+}
+
+/// One node's link to Redis, shared by the adapters of all its namespaces.
+pub struct RedisCluster {
+    config: RedisConfig,
+    uid: String,
+    publisher: Client,
+    subscriber: SubscriberClient,
+    outgoing: mpsc::Sender<(String, Bytes)>,
+    adapters: DashMap<String, Weak<RedisAdapter>>,
+    stats: RedisStats,
+    up: AtomicBool,
+}
+
+impl RedisCluster {
+    /// Starts connecting (in the background: a node whose Redis is down still serves its
+    /// own clients, and joins the cluster once Redis answers).
+    pub fn connect(config: RedisConfig) -> Result<Arc<Self>, RedisError> {
+        let redis_config =
+            Config::from_url(&config.url).map_err(|e| RedisError::Config(e.to_string()))?;
+        let build = |subscriber: bool| {
+            let mut builder = Builder::from_config(redis_config.clone());
+            builder
+                .with_config(|c| c.fail_fast = false)
+                .with_connection_config(|c| {
+                    c.connection_timeout = Duration::from_secs(5);
+                    c.tcp = TcpConfig {
+                        nodelay: Some(true),
+                        keepalive: Some(
+                            fred::socket2::TcpKeepalive::new()
+                                .with_time(Duration::from_secs(30))
+                                .with_interval(Duration::from_secs(10)),
+                        ),
+                        ..TcpConfig::default()
+                    };
+                })
+                .with_performance_config(|p| {
+                    p.default_command_timeout = Duration::from_secs(5);
+                    if subscriber {
+                        // The read loop drains promptly; this absorbs bursts.
+                        p.broadcast_channel_capacity = 16_384;
+                    }
+                })
+                // Linear backoff: 100 ms more per attempt, capped at 5 s, forever.
+                .set_policy(ReconnectPolicy::new_linear(0, 5_000, 100));
+            builder
+        };
+        let publisher = build(false)
+            .build()
+            .map_err(|e| RedisError::Config(e.to_string()))?;
+        let subscriber = build(true)
+            .build_subscriber_client()
+            .map_err(|e| RedisError::Config(e.to_string()))?;
+        let (outgoing, queue) = mpsc::channel(config.publish_queue.max(1));
+        let cluster = Arc::new(RedisCluster {
+            uid: random_id(12),
+            config,
+            publisher,
+            subscriber,
+            outgoing,
+            adapters: DashMap::new(),
+            stats: RedisStats::default(),
+            up: AtomicBool::new(false),
+        });
+        cluster.publisher.connect();
+        cluster.subscriber.connect();
+        let _ = cluster.subscriber.manage_subscriptions();
+        tokio::spawn(publish_loop(
+            cluster.publisher.clone(),
+            queue,
+            Arc::downgrade(&cluster),
+        ));
+        tokio::spawn(subscribe_loop(
+            cluster.subscriber.message_rx(),
+            Arc::downgrade(&cluster),
+        ));
+        tokio::spawn(watch_connection(
+            cluster.subscriber.clone(),
+            cluster.publisher.clone(),
+            Arc::downgrade(&cluster),
+        ));
+        Ok(cluster)
+    }
+
+    /// The adapter factory to build an [`crate::Io`] with.
+    pub fn factory(self: &Arc<Self>) -> AdapterFactory {
+        let cluster = self.clone();
+        Arc::new(move |context: AdapterContext| {
+            let adapter = RedisAdapter::new(cluster.clone(), context);
+            cluster
+                .adapters
+                .insert(adapter.namespace().to_owned(), Arc::downgrade(&adapter));
+            adapter.subscribe();
+            adapter as Arc<dyn Adapter>
+        })
+    }
+
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// This node's id on the wire (compared with `uid` to skip its own messages).
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    pub fn stats(&self) -> &RedisStats {
+        &self.stats
+    }
+
+    /// Whether both connections are up.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Waits until both connections are up (or the timeout passes).
+    pub async fn wait_until_up(&self, timeout: Duration) -> bool {
+        let connected = async {
+            let _ = self.publisher.wait_for_connect().await;
+            let _ = self.subscriber.wait_for_connect().await;
+        };
+        let up = tokio::time::timeout(timeout, connected).await.is_ok();
+        if up {
+            self.up.store(true, Ordering::Release);
+        }
+        up
+    }
+
+    /// Leaves the cluster: unsubscribes everything and closes both connections.
+    pub async fn close(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.subscriber.unsubscribe_all().await;
+            let _ = self.subscriber.quit().await;
+            let _ = self.publisher.quit().await;
+        })
+        .await;
+        self.up.store(false, Ordering::Release);
+    }
+
+    /// Queues a message for publishing; never waits. Dropped and counted when the queue is
+    /// full or Redis is down.
+    fn publish(&self, channel: String, payload: Vec<u8>) {
+        if !self.is_up() {
+            self.stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self
+            .outgoing
+            .try_send((channel, Bytes::from(payload)))
+            .is_err()
+        {
+            let dropped = self.stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    "Redis publish queue full: dropping messages"
+                );
+            }
+        }
+    }
+
+    /// `PUBSUB NUMSUB` of a channel: how many nodes subscribe to it.
+    async fn numsub(&self, channel: &str) -> Result<usize, AdapterError> {
+        let reply: Vec<fred::prelude::Value> = self
+            .publisher
+            .pubsub_numsub(channel)
+            .await
+            .map_err(|e| AdapterError::Unavailable(e.to_string()))?;
+        Ok(reply.get(1).and_then(|count| count.as_u64()).unwrap_or(0) as usize)
+    }
+
+    fn adapter(&self, nsp: &str) -> Option<Arc<RedisAdapter>> {
+        self.adapters.get(nsp).and_then(|weak| weak.upgrade())
+    }
+}
+
+/// Publishes queued messages in pipelined batches, in queue order.
+async fn publish_loop(
+    publisher: Client,
+    mut queue: mpsc::Receiver<(String, Bytes)>,
+    cluster: Weak<RedisCluster>,
+) {
+    const MAX_BATCH: usize = 512;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        let count = batch.len() as u64;
+        let pipeline = publisher.pipeline();
+        for (channel, payload) in batch.drain(..) {
+            let _: Result<(), _> = pipeline.publish(channel, payload).await;
+        }
+        let results = pipeline.try_all::<fred::prelude::Value>().await;
+        let failed = results.iter().filter(|result| result.is_err()).count() as u64;
+        cluster
+            .stats
+            .published
+            .fetch_add(count - failed, Ordering::Relaxed);
+        if failed > 0 {
+            cluster
+                .stats
+                .publish_dropped
+                .fetch_add(failed, Ordering::Relaxed);
+            tracing::warn!(failed, "Redis publish failed");
+        }
+    }
+}
+
+/// Hands every message from Redis to its namespace's adapter. Never waits on clients:
+/// deliveries only queue bytes.
+async fn subscribe_loop(
+    mut messages: broadcast::Receiver<fred::types::Message>,
+    cluster: Weak<RedisCluster>,
+) {
+    loop {
+        let message = match messages.recv().await {
+            Ok(message) => message,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                if let Some(cluster) = cluster.upgrade() {
+                    cluster
+                        .stats
+                        .received_lagged
+                        .fetch_add(missed, Ordering::Relaxed);
+                }
+                tracing::warn!(missed, "Redis subscriber fell behind: messages lost");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        cluster.stats.received.fetch_add(1, Ordering::Relaxed);
+        let Some(payload) = message.value.as_bytes() else {
+            cluster
+                .stats
+                .received_invalid
+                .fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let channel: &str = &message.channel;
+        let Some(kind) = wire::parse_channel(&cluster.config.key_prefix, channel) else {
+            continue;
+        };
+        let nsp = match kind {
+            wire::ChannelKind::Broadcast { nsp, .. }
+            | wire::ChannelKind::Request { nsp }
+            | wire::ChannelKind::Response { nsp } => nsp,
+        };
+        let Some(adapter) = cluster.adapter(nsp) else {
+            continue;
+        };
+        let handled = match kind {
+            wire::ChannelKind::Broadcast { room, .. } => adapter.on_broadcast(room, payload),
+            wire::ChannelKind::Request { .. } => adapter.on_request(payload),
+            wire::ChannelKind::Response { .. } => adapter.on_response(payload),
+        };
+        if let Err(error) = handled {
+            cluster
+                .stats
+                .received_invalid
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(channel, %error, "dropping invalid message from Redis");
+        }
+    }
+}
+
+/// Tracks whether Redis is reachable, logging outages and reconnections.
+async fn watch_connection(
+    subscriber: SubscriberClient,
+    publisher: Client,
+    cluster: Weak<RedisCluster>,
+) {
+    let mut errors = subscriber.error_rx();
+    let mut publisher_errors = publisher.error_rx();
+    let mut reconnects = subscriber.reconnect_rx();
+    let mut publisher_reconnects = publisher.reconnect_rx();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut connected_once = false;
+    loop {
+        tokio::select! {
+            error = errors.recv() => if let Ok((error, server)) = error {
+                tracing::warn!(%error, ?server, "Redis subscriber connection error");
+            },
+            error = publisher_errors.recv() => if let Ok((error, server)) = error {
+                tracing::warn!(%error, ?server, "Redis publisher connection error");
+            },
+            server = reconnects.recv() => if let Ok(server) = server {
+                tracing::info!(%server, "Redis subscriber connected");
+                if let (true, Some(cluster)) = (connected_once, cluster.upgrade()) {
+                    cluster.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                connected_once = true;
+            },
+            server = publisher_reconnects.recv() => if let Ok(server) = server {
+                tracing::info!(%server, "Redis publisher connected");
+            },
+            _ = tick.tick() => {}
+        }
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        let up = subscriber.is_connected() && publisher.is_connected();
+        if cluster.up.swap(up, Ordering::AcqRel) != up {
+            if up {
+                tracing::info!("Redis is up: cluster traffic resumes");
+            } else {
+                tracing::warn!("Redis is down: serving local clients only");
+            }
+        }
+    }
+}
+
+/// A random id of url-safe characters (node uids and request ids).
+fn random_id(len: usize) -> String {
+    use base64::Engine as _;
+    let raw: [u8; 16] = rand::random();
+    let mut id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    id.truncate(len);
+    id
+}

@@ -497,6 +497,8 @@ pub enum Request {
         nsp: String,
         payload: Payload,
         target: Target,
+        /// The requester's ack timeout (`flags.timeout`), in milliseconds.
+        timeout_ms: Option<u64>,
     },
 }
 
@@ -563,11 +565,15 @@ pub fn encode_request(uid: &str, request: &Request) -> Vec<u8> {
             nsp,
             payload,
             target,
+            timeout_ms,
             ..
         } => {
             let mut opts = target_to_msgpack(target);
+            let flags = timeout_ms
+                .map(|ms| vec![(Mp::from("timeout"), Mp::from(ms))])
+                .unwrap_or_default();
             if let Mp::Map(entries) = &mut opts {
-                entries.push((Mp::from("flags"), Mp::Map(Vec::new())));
+                entries.push((Mp::from("flags"), Mp::Map(flags)));
             }
             encode_msgpack(&Mp::Map(vec![
                 (Mp::from("uid"), Mp::from(uid)),
@@ -641,12 +647,17 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
             let packet = take_field(&mut message, "packet")
                 .ok_or(WireError::Shape("broadcast without a packet"))?;
             let (nsp, payload) = packet_from(packet)?;
+            let opts = opts.ok_or(WireError::Shape("broadcast without opts"))?;
+            let timeout_ms = field(&opts, "flags")
+                .and_then(|flags| field(flags, "timeout"))
+                .and_then(Mp::as_u64);
             Request::BroadcastWithAck {
                 uid,
                 request_id: need_id(request_id)?,
                 nsp,
                 payload,
-                target: target_from(&opts.ok_or(WireError::Shape("broadcast without opts"))?),
+                target: target_from(&opts),
+                timeout_ms,
             }
         }
         _ => return Ok(None),

@@ -130,6 +130,7 @@ fn broadcast_with_ack_request_and_ack_response_match_node() {
             nsp: "/".into(),
             payload: Payload::args(vec![json!("ackme"), json!("q")]),
             target: Target::default(),
+            timeout_ms: Some(1000),
         }
     );
     let ack = hex(
@@ -232,6 +233,7 @@ fn requests_round_trip() {
             nsp: "/admin".into(),
             payload: Payload::args(vec![json!("ev")]),
             target: target(&["r"], &[]),
+            timeout_ms: Some(2500),
         },
     ];
     for request in cases {
