@@ -144,7 +144,8 @@ impl RedisCluster {
         });
         cluster.publisher.connect();
         cluster.subscriber.connect();
-        let _ = cluster.subscriber.manage_subscriptions();
+        // A spawned task: resubscribes after every reconnection.
+        drop(cluster.subscriber.manage_subscriptions());
         tokio::spawn(publish_loop(
             cluster.publisher.clone(),
             queue,
