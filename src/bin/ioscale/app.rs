@@ -5,9 +5,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use crate::stats::ClusterStats;
 
 use anyhow::Context;
+use ioscale::adapter::redis::RedisCluster;
+use ioscale::socket::serve_http;
 use ioscale::{Event, Io, RoomEvent, Socket};
 use serde_json::{Value, json};
 
@@ -17,12 +21,20 @@ use crate::logging;
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let server_id = options.server_id();
     logging::init(&server_id);
-    if options.redis_url.is_some() {
-        tracing::warn!(
-            "--redis-url is accepted but the Redis adapter is not built yet: running alone"
-        );
-    }
-    let io = Io::new(options.io_config());
+    let cluster = match options.redis_config() {
+        Some(config) => {
+            let cluster = RedisCluster::connect(config).context("cannot set up Redis")?;
+            if !cluster.wait_until_up(Duration::from_secs(5)).await {
+                tracing::warn!("Redis is not reachable yet: serving local clients, retrying");
+            }
+            Some(cluster)
+        }
+        None => None,
+    };
+    let io = match &cluster {
+        Some(cluster) => Io::with_adapter(options.io_config(), cluster.factory()),
+        None => Io::new(options.io_config()),
+    };
     install(&io, Arc::from(server_id.as_str()));
     let address = SocketAddr::new(options.host, options.port);
     let listener = tokio::net::TcpListener::bind(address)
@@ -30,7 +42,24 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {address}"))?;
     let local = listener.local_addr().context("listener has no address")?;
     tracing::info!("listening on {local}");
-    io.serve(listener, shutdown_signal()).await;
+    let stats = ClusterStats::new(io.clone(), Arc::from(server_id.as_str()));
+    let io_for_shutdown = io.clone();
+    serve_http(listener, shutdown_signal(), move |request, remote| {
+        let io = io.clone();
+        let stats = stats.clone();
+        async move {
+            if request.uri().path() == "/stats" {
+                stats.response().await
+            } else {
+                io.handle(request, remote).await
+            }
+        }
+    })
+    .await;
+    io_for_shutdown.close_all();
+    if let Some(cluster) = cluster {
+        cluster.close().await;
+    }
     tracing::info!("shut down");
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ioscale::IoConfig;
+use ioscale::adapter::redis::RedisConfig;
 use ioscale::engine::{AllowedOrigins, EngineConfig, Transports};
 
 #[derive(Debug, Parser)]
@@ -65,6 +66,16 @@ pub struct ServeOptions {
     /// Bound of each client's outbound queue in bytes; a client past it is disconnected.
     #[arg(long, env = "MAX_BUFFERED_BYTES", default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_buffered_bytes: u64,
+    /// Channel prefix of the Redis adapter (`key` in Node's adapter).
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "socket.io", value_parser = non_empty)]
+    pub redis_key_prefix: String,
+    /// Milliseconds cluster requests (fetch sockets, all rooms, server-side acks) wait.
+    #[arg(long, env = "REDIS_REQUESTS_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_requests_timeout: u64,
+    /// Answer cluster requests on the requester's own response channel
+    /// (`publishOnSpecificResponseChannel`).
+    #[arg(long, env = "REDIS_SPECIFIC_RESPONSE_CHANNEL")]
+    pub redis_specific_response_channel: bool,
 }
 
 impl ServeOptions {
@@ -72,6 +83,15 @@ impl ServeOptions {
         self.server_id
             .clone()
             .unwrap_or_else(|| format!("server-{}", std::process::id()))
+    }
+
+    pub fn redis_config(&self) -> Option<RedisConfig> {
+        let url = self.redis_url.as_ref()?;
+        let mut config = RedisConfig::new(url.clone());
+        config.key_prefix = self.redis_key_prefix.clone();
+        config.requests_timeout = Duration::from_millis(self.redis_requests_timeout);
+        config.publish_on_specific_response_channel = self.redis_specific_response_channel;
+        Some(config)
     }
 
     pub fn io_config(&self) -> IoConfig {

@@ -1,5 +1,7 @@
 //! Logs through `tracing`, every line carrying this node's server id.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
@@ -21,7 +23,7 @@ pub fn init(server_id: &str) {
         .with_env_filter(filter)
         .with_timer(TimeAndServerId(server_id.to_owned()))
         .with_target(false)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -3,6 +3,7 @@
 mod app;
 mod config;
 mod logging;
+mod stats;
 
 use std::process::ExitCode;
 
