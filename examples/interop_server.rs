@@ -12,18 +12,24 @@ use std::time::Duration;
 use ioscale::{BroadcastOperator, ConnectError, Event, Io, IoConfig, Namespace, Payload, Socket};
 use serde_json::{Value, json};
 
-fn main_args() -> u16 {
+/// `--port N` (default 3000) and `--redis-url URL` (joins a Redis cluster).
+fn main_args() -> (u16, Option<String>) {
     let mut args = std::env::args().skip(1);
     let mut port = 3000;
+    let mut redis_url = None;
     while let Some(arg) = args.next() {
-        if arg == "--port" {
-            port = args.next().and_then(|p| p.parse().ok()).unwrap_or_else(|| {
-                eprintln!("--port expects a port number");
-                std::process::exit(2)
-            });
+        match arg.as_str() {
+            "--port" => {
+                port = args.next().and_then(|p| p.parse().ok()).unwrap_or_else(|| {
+                    eprintln!("--port expects a port number");
+                    std::process::exit(2)
+                });
+            }
+            "--redis-url" => redis_url = args.next(),
+            _ => {}
         }
     }
-    port
+    (port, redis_url)
 }
 
 fn strings(value: Option<&Value>) -> Vec<String> {
@@ -158,8 +164,23 @@ fn install(ns: &Arc<Namespace>) {
 
 #[tokio::main]
 async fn main() {
-    let port = main_args();
-    let io = Io::new(IoConfig::default());
+    let (port, redis_url) = main_args();
+    let io = match redis_url {
+        Some(url) => {
+            let cluster = match ioscale::adapter::redis::RedisCluster::connect(
+                ioscale::adapter::redis::RedisConfig::new(url),
+            ) {
+                Ok(cluster) => cluster,
+                Err(error) => {
+                    eprintln!("{error}");
+                    std::process::exit(2);
+                }
+            };
+            cluster.wait_until_up(Duration::from_secs(5)).await;
+            Io::with_adapter(IoConfig::default(), cluster.factory())
+        }
+        None => Io::new(IoConfig::default()),
+    };
     install(&io.of("/"));
     let admin = io.of("/admin");
     admin.use_middleware(|socket| async move {
