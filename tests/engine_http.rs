@@ -88,14 +88,31 @@ async fn errors_carry_engine_io_codes() {
 }
 
 #[tokio::test]
-async fn ping_from_client_gets_pong_and_payloads_split_on_record_separator() {
+async fn payloads_split_and_join_on_the_record_separator() {
     let server = start(Io::new(common::config())).await;
     let sid = open_polling(server.addr).await;
     let target = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
-    let posted = http(server.addr, "POST", &target, &[], b"2\x1e2probe").await;
+    let posted = http(server.addr, "POST", &target, &[], b"40\x1e40/missing,").await;
     assert_eq!((posted.status, posted.text()), (200, "ok"));
     let polled = http(server.addr, "GET", &target, &[], b"").await;
-    assert_eq!(polled.text(), "3\x1e3probe");
+    let (connected, refused) = polled.text().split_once('\x1e').unwrap();
+    assert!(connected.starts_with("40{\"sid\":"), "{connected}");
+    assert_eq!(refused, r#"44/missing,{"message":"Invalid namespace"}"#);
+}
+
+#[tokio::test]
+async fn a_ping_from_the_client_closes_the_session() {
+    // Engine.IO v4 clients never ping; the reference server closes the session for it.
+    let server = start(Io::new(common::config())).await;
+    let sid = open_polling(server.addr).await;
+    let target = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let posted = http(server.addr, "POST", &target, &[], b"2").await;
+    assert_eq!((posted.status, posted.text()), (200, "ok"));
+    let polled = http(server.addr, "GET", &target, &[], b"").await;
+    assert_eq!(
+        polled.text(),
+        r#"{"code":1,"message":"Session ID unknown"}"#
+    );
 }
 
 #[tokio::test]

@@ -32,6 +32,16 @@ impl EngineError {
         }
     }
 
+    /// A refused WebSocket upgrade: `400`, `text/html`, the bare message.
+    pub fn upgrade_response(self) -> Response<Body> {
+        let mut response = Response::new(Full::new(Bytes::from_static(self.message().as_bytes())));
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        response
+    }
+
     pub fn response(self, cors: &Cors) -> Response<Body> {
         let status = if self == EngineError::Forbidden {
             StatusCode::FORBIDDEN

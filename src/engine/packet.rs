@@ -115,20 +115,35 @@ pub fn decode_text(text: Utf8Bytes) -> Result<Packet, PacketError> {
 
 /// Decodes an HTTP long-polling payload: packets separated by `\x1e`, binary as `b<base64>`.
 pub fn decode_payload(body: Bytes) -> Result<Vec<Packet>, PacketError> {
+    match decode_payload_prefix(body) {
+        (packets, None) => Ok(packets),
+        (_, Some(error)) => Err(error),
+    }
+}
+
+/// Decodes a payload up to its first invalid record: the packets before it, and the error.
+/// The reference server acts on those packets before it reports the error.
+pub fn decode_payload_prefix(body: Bytes) -> (Vec<Packet>, Option<PacketError>) {
     let mut packets = Vec::new();
     for range in split_records(&body) {
-        let record = body.slice(range);
-        if record.first() == Some(&b'b') {
-            let data = BASE64
-                .decode(&record[1..])
-                .map_err(|_| PacketError::InvalidBase64)?;
-            packets.push(Packet::Binary(data.into()));
-        } else {
-            let text = Utf8Bytes::try_from(record).map_err(|_| PacketError::InvalidUtf8)?;
-            packets.push(decode_text(text)?);
+        match decode_record(body.slice(range)) {
+            Ok(packet) => packets.push(packet),
+            Err(error) => return (packets, Some(error)),
         }
     }
-    Ok(packets)
+    (packets, None)
+}
+
+fn decode_record(record: Bytes) -> Result<Packet, PacketError> {
+    if record.first() == Some(&b'b') {
+        let data = BASE64
+            .decode(&record[1..])
+            .map_err(|_| PacketError::InvalidBase64)?;
+        Ok(Packet::Binary(data.into()))
+    } else {
+        let text = Utf8Bytes::try_from(record).map_err(|_| PacketError::InvalidUtf8)?;
+        decode_text(text)
+    }
 }
 
 fn split_records(body: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 use super::EngineHandler;
 use super::http_util::{Body, Cors, status_response, text_response};
-use super::packet::{Frame, decode_payload, encode_payload};
+use super::packet::{Frame, decode_payload_prefix, encode_payload};
 use super::server::{Shared, on_packet};
 use super::session::{CloseReason, Session, TransportKind};
 
@@ -31,6 +31,22 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
+/// Closes the session when a poll is dropped before it was answered (the client went
+/// away mid-poll), as the reference server does.
+struct PollInFlight<'a, D> {
+    session: &'a Session<D>,
+    answered: bool,
+}
+
+impl<D> Drop for PollInFlight<'_, D> {
+    fn drop(&mut self) {
+        if !self.answered {
+            tracing::debug!(sid = %self.session.id, "poll connection closed prematurely");
+            self.session.close(CloseReason::TransportError);
+        }
+    }
+}
+
 /// A GET: answers at once with everything queued, or waits until something is.
 pub(crate) async fn poll<H: EngineHandler>(
     _shared: &Shared<H>,
@@ -43,15 +59,31 @@ pub(crate) async fn poll<H: EngineHandler>(
         session.close(CloseReason::TransportError);
         return status_response(StatusCode::BAD_REQUEST, &cors);
     };
+    let mut in_flight = PollInFlight {
+        session: &session,
+        answered: false,
+    };
     let mut frames = Vec::new();
+    let mut waited = false;
     loop {
+        let changed = session.transport_changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         if session.is_closed() {
             session.outbox.drain_into(&mut frames);
-            // A client-initiated close answers the pending poll with a noop, any other with close.
-            frames.push(match session.close_reason() {
-                Some(CloseReason::TransportClose) => Frame::NOOP,
-                _ => Frame::CLOSE,
-            });
+            match session.close_reason() {
+                // The client closed: its pending poll just ends.
+                Some(CloseReason::TransportClose) => frames.push(Frame::NOOP),
+                _ => {
+                    // A poll arriving after a server-side close gets `6` then `1` when
+                    // nothing is left, as the reference server answers it.
+                    if frames.is_empty() && !waited {
+                        frames.push(Frame::NOOP);
+                    }
+                    frames.push(Frame::CLOSE);
+                }
+            }
+            session.final_poll_answered();
             break;
         }
         if session.transport() == TransportKind::WebSocket {
@@ -62,12 +94,19 @@ pub(crate) async fn poll<H: EngineHandler>(
         if !frames.is_empty() {
             break;
         }
+        if session.is_upgrading() {
+            // Probed: release the client so it can pause polling and finish the upgrade.
+            frames.push(Frame::NOOP);
+            break;
+        }
+        waited = true;
         tokio::select! {
             _ = session.outbox.ready() => {}
             _ = session.closed() => {}
-            _ = session.upgraded() => {}
+            _ = changed => {}
         }
     }
+    in_flight.answered = true;
     let mut body = Vec::with_capacity(frames.iter().map(|f| f.len() + 1).sum());
     encode_payload(&frames, &mut body);
     text_response(body, TEXT_PLAIN, &cors)
@@ -85,28 +124,39 @@ pub(crate) async fn post<H: EngineHandler>(
         session.close(CloseReason::TransportError);
         return status_response(StatusCode::BAD_REQUEST, &cors);
     };
+    // Engine.IO v4 sends binary as base64 text: a binary body is refused, as the reference does.
+    if request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes() == b"application/octet-stream")
+    {
+        session.close(CloseReason::TransportError);
+        return status_response(StatusCode::BAD_REQUEST, &cors);
+    }
     let limit = shared.config.max_payload;
-    let body: Bytes = match Limited::new(request.into_body(), limit).collect().await {
+    let collected = tokio::select! {
+        collected = Limited::new(request.into_body(), limit).collect() => collected,
+        // Closed meanwhile (an overlapping POST, a timeout): this request ends too.
+        _ = session.closed() => return status_response(StatusCode::BAD_REQUEST, &cors),
+    };
+    let body: Bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
+            session.close(CloseReason::TransportError);
             if error.is::<http_body_util::LengthLimitError>() {
                 tracing::debug!(sid = %session.id, limit, "polling body too large");
                 return status_response(StatusCode::PAYLOAD_TOO_LARGE, &cors);
             }
-            session.close(CloseReason::TransportError);
             return status_response(StatusCode::BAD_REQUEST, &cors);
         }
     };
-    match decode_payload(body) {
-        Ok(packets) => {
-            for packet in packets {
-                on_packet(shared, &session, packet);
-            }
-        }
-        Err(error) => {
-            tracing::debug!(sid = %session.id, %error, "invalid polling payload");
-            session.close(CloseReason::ParseError);
-        }
+    let (packets, error) = decode_payload_prefix(body);
+    for packet in packets {
+        on_packet(shared, &session, packet);
+    }
+    if let Some(error) = error {
+        tracing::debug!(sid = %session.id, %error, "invalid polling payload");
+        session.close(CloseReason::ParseError);
     }
     text_response(Bytes::from_static(b"ok"), "text/html", &cors)
 }

@@ -9,7 +9,6 @@ use tokio::time::Instant;
 use dashmap::DashMap;
 use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::config::EngineConfig;
 use super::http_util::{
@@ -84,66 +83,99 @@ impl<H: EngineHandler> Engine<H> {
         request: Request<Incoming>,
         remote_addr: SocketAddr,
     ) -> Response<Body> {
-        let config = &self.shared.config;
-        let cors = match check_origin(&config.allowed_origins, request.headers()) {
-            Ok(cors) => cors,
+        let is_upgrade = websocket::is_upgrade_request(&request);
+        let origin = check_origin(&self.shared.config.allowed_origins, request.headers());
+        if request.method() == Method::OPTIONS {
+            // A preflight is answered either way; only an allowed origin gets CORS headers.
+            return preflight_response(&origin.unwrap_or_default(), request.headers());
+        }
+        let result = match origin {
+            Ok(cors) => self.route(request, remote_addr, is_upgrade, cors).await,
             Err(()) => {
                 tracing::debug!(%remote_addr, "origin not allowed");
-                return EngineError::Forbidden.response(&Cors::None);
+                Err((EngineError::Forbidden, Cors::None))
             }
         };
-        if request.method() == Method::OPTIONS {
-            return preflight_response(&cors, request.headers());
+        match result {
+            Ok(response) => response,
+            // As the reference server: refused upgrades get a bare 400 with the message.
+            // (Without the WebSocket transport, upgrades are plain requests, as there.)
+            Err((error, _)) if is_upgrade && self.shared.config.transports.websocket => {
+                error.upgrade_response()
+            }
+            Err((error, cors)) => error.response(&cors),
         }
-        let query = request.uri().query().unwrap_or("").to_owned();
-        let is_upgrade = websocket::is_upgrade_request(&request);
-        let transport = match query_param(&query, "transport") {
+    }
+
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+        remote_addr: SocketAddr,
+        is_upgrade: bool,
+        cors: Cors,
+    ) -> Result<Response<Body>, (EngineError, Cors)> {
+        let config = &self.shared.config;
+        let query = request.uri().query().unwrap_or("");
+        let transport = match query_param(query, "transport") {
             Some("polling") if config.transports.polling => TransportKind::Polling,
             Some("websocket") if config.transports.websocket => TransportKind::WebSocket,
-            _ => return EngineError::UnknownTransport.response(&cors),
+            _ => return Err((EngineError::UnknownTransport, cors)),
         };
-        let sid = query_param(&query, "sid");
-        if let Some(sid) = sid {
+        if let Some(sid) = query_param(query, "sid") {
             let Some(session) = Sid::parse(sid).and_then(|sid| {
                 self.shared
                     .sessions
                     .get(&sid)
                     .map(|entry| entry.value().clone())
             }) else {
-                return EngineError::UnknownSid.response(&cors);
+                return Err((EngineError::UnknownSid, cors));
             };
+            // A closed session is gone for the client, except for the one poll that
+            // collects a server-side close (see `start`).
+            let collecting_close = request.method() == Method::GET
+                && session.close_reason().is_some_and(|reason| {
+                    reason.flushes() && reason != CloseReason::TransportClose
+                });
+            if session.is_closed() && !collecting_close {
+                return Err((EngineError::UnknownSid, cors));
+            }
             return match (transport, is_upgrade) {
                 (TransportKind::WebSocket, true) => {
-                    if session.transport() != TransportKind::Polling || !session.start_upgrade() {
-                        return EngineError::BadRequest.response(&cors);
+                    if session.transport() != TransportKind::Polling
+                        || session.is_closed()
+                        || !session.start_upgrade()
+                    {
+                        return Err((EngineError::BadRequest, cors));
                     }
-                    websocket::accept_upgrade(self.clone(), request, session)
+                    Ok(websocket::accept_upgrade(self.clone(), request, session))
                 }
                 (TransportKind::Polling, false) => {
                     if session.transport() != TransportKind::Polling {
-                        return EngineError::BadRequest.response(&cors);
+                        return Err((EngineError::BadRequest, cors));
                     }
                     match *request.method() {
-                        Method::GET => polling::poll(&self.shared, session, cors).await,
-                        Method::POST => polling::post(&self.shared, session, request, cors).await,
-                        _ => EngineError::BadRequest.response(&cors),
+                        Method::GET => Ok(polling::poll(&self.shared, session, cors).await),
+                        Method::POST => {
+                            Ok(polling::post(&self.shared, session, request, cors).await)
+                        }
+                        _ => Err((EngineError::BadRequest, cors)),
                     }
                 }
-                _ => EngineError::BadRequest.response(&cors),
+                _ => Err((EngineError::BadRequest, cors)),
             };
         }
         if request.method() != Method::GET {
-            return EngineError::BadHandshakeMethod.response(&cors);
+            return Err((EngineError::BadHandshakeMethod, cors));
         }
-        if query_param(&query, "EIO") != Some("4") {
-            return EngineError::UnsupportedProtocolVersion.response(&cors);
+        if query_param(query, "EIO") != Some("4") {
+            return Err((EngineError::UnsupportedProtocolVersion, cors));
         }
         match (transport, is_upgrade) {
-            (TransportKind::Polling, _) => self.handshake_polling(request, remote_addr, cors),
+            (TransportKind::Polling, _) => Ok(self.handshake_polling(request, remote_addr, cors)),
             (TransportKind::WebSocket, true) => {
-                websocket::accept_fresh(self.clone(), request, remote_addr)
+                Ok(websocket::accept_fresh(self.clone(), request, remote_addr))
             }
-            (TransportKind::WebSocket, false) => EngineError::BadRequest.response(&cors),
+            (TransportKind::WebSocket, false) => Err((EngineError::BadRequest, cors)),
         }
     }
 
@@ -216,12 +248,21 @@ impl<H: EngineHandler> Engine<H> {
             if let Some(reason) = heartbeat(&shared, &session).await {
                 session.close(reason);
             }
-            shared.sessions.remove(&session.id);
             let reason = session
                 .close_reason()
                 .unwrap_or(CloseReason::TransportClose);
             tracing::debug!(sid = %session.id, reason = reason.as_str(), "session closed");
             shared.handler.on_close(&session, reason);
+            // A polling client closed by the server learns it (and gets what was queued)
+            // from its next poll; the session stays known until then, within limits.
+            if session.transport() == TransportKind::Polling
+                && reason.flushes()
+                && reason != CloseReason::TransportClose
+            {
+                let _ =
+                    tokio::time::timeout(shared.config.ping_timeout, session.final_poll()).await;
+            }
+            shared.sessions.remove(&session.id);
         });
     }
 }
@@ -286,19 +327,13 @@ pub(crate) fn on_packet<H: EngineHandler>(
             shared.handler.on_message(session, Message::Text(data))
         }
         Packet::Binary(data) => shared.handler.on_message(session, Message::Binary(data)),
-        Packet::Text(PacketType::Ping, data) => {
-            let _ = session.send(&[pong_for(data)], false);
+        Packet::Text(PacketType::Ping, _) => {
+            // Engine.IO v4: only the server pings (the reference closes the same way).
+            tracing::debug!(sid = %session.id, "invalid heartbeat direction");
+            session.close(CloseReason::TransportError);
         }
         Packet::Text(PacketType::Pong, _) => session.pong.notify_one(),
         Packet::Text(PacketType::Close, _) => session.close(CloseReason::TransportClose),
         Packet::Text(PacketType::Open | PacketType::Upgrade | PacketType::Noop, _) => {}
-    }
-}
-
-fn pong_for(data: Utf8Bytes) -> Frame {
-    if data.is_empty() {
-        Frame::PONG
-    } else {
-        Frame::Text(format!("3{}", data.as_str()).into())
     }
 }

@@ -102,7 +102,8 @@ pub struct Session<D> {
     closed: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
     close_signal: Notify,
-    upgraded_signal: Notify,
+    transport_signal: Notify,
+    final_poll: Notify,
     pub(crate) pong: Notify,
 }
 
@@ -129,7 +130,8 @@ impl<D> Session<D> {
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             close_signal: Notify::new(),
-            upgraded_signal: Notify::new(),
+            transport_signal: Notify::new(),
+            final_poll: Notify::new(),
             pong: Notify::new(),
         }
     }
@@ -211,17 +213,31 @@ impl<D> Session<D> {
         self.upgrade.store(UPGRADE_DONE, Ordering::Release);
         self.transport.store(WEBSOCKET, Ordering::Release);
         // A poll still pending answers with a noop; the queue now belongs to the WebSocket.
-        self.upgraded_signal.notify_waiters();
+        self.transport_signal.notify_waiters();
     }
 
-    /// Resolves once the session has moved to WebSocket.
-    pub(crate) async fn upgraded(&self) {
-        let notified = self.upgraded_signal.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.transport() == TransportKind::WebSocket {
-            return;
-        }
-        notified.await;
+    /// A probe succeeded: a pending poll answers with a noop so the client can pause polling.
+    pub(crate) fn probed(&self) {
+        self.transport_signal.notify_waiters();
+    }
+
+    pub(crate) fn is_upgrading(&self) -> bool {
+        self.upgrade.load(Ordering::Acquire) != UPGRADE_NONE
+    }
+
+    /// Fires at the next upgrade step (probe answered, upgrade done). Create it before
+    /// checking the state, so a step in between is not missed.
+    pub(crate) fn transport_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.transport_signal.notified()
+    }
+
+    /// Tells the lifecycle task that the closing poll was answered.
+    pub(crate) fn final_poll_answered(&self) {
+        self.final_poll.notify_one();
+    }
+
+    /// Resolves once a poll answered after the close (see `final_poll_answered`).
+    pub(crate) async fn final_poll(&self) {
+        self.final_poll.notified().await;
     }
 }

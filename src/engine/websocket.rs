@@ -151,8 +151,7 @@ async fn probe<D>(session: &Session<D>, socket: &mut Socket) -> Option<()> {
                     .await
                     .ok()?;
                 probed = true;
-                // Answer a pending poll so the client can pause polling and send `upgrade`.
-                let _ = session.send(&[Frame::NOOP], true);
+                session.probed();
             }
             (true, "5") => return Some(()),
             _ => return None,

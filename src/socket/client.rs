@@ -78,7 +78,8 @@ pub(crate) fn on_message(io: &Arc<IoInner>, session: &ClientSession, message: Me
         Err(error) => {
             tracing::debug!(sid = %session.id, %error, "invalid Socket.IO packet");
             session.data.remove_all(DisconnectReason::ParseError);
-            session.close(CloseReason::ParseError);
+            // As the reference server: the connection is closed (gracefully) after a parse error.
+            session.close(CloseReason::ForcedClose);
         }
     }
 }

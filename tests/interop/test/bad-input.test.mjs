@@ -140,7 +140,7 @@ describe("HTTP requests the Engine.IO server refuses", () => {
     await assertAlive(w);
   });
 
-  it("closes the session on a second POST while one is in flight (400 empty body; the first is cut)", T, async (t) => {
+  it("closes the session on a second POST while one is in flight (400 empty body; the first fails)", T, async (t) => {
     const w = await witness(t);
     const s = await PollingSession.open(server, PATH);
     const first = track(t, s.startPost({ headers: { "content-type": "text/plain;charset=UTF-8", "content-length": "100" }, end: false }));
@@ -149,11 +149,13 @@ describe("HTTP requests the Engine.IO server refuses", () => {
     const second = await s.post("40");
     assert.equal(second.status, 400);
     assert.equal(second.body, "");
-    await assert.rejects(
-      within(first.response, 2000, "the first POST to be cut (Node destroys its connection)"),
-      (e) => ["ECONNRESET", "EPIPE"].includes(e.code),
-      "the first POST is dropped",
+    // Node destroys the first POST's connection; ioscale answers it 400 (documented
+    // deviation: hyper cannot reset a connection from a handler). Either way it fails.
+    const outcome = await within(first.response, 2000, "the first POST to end").then(
+      (res) => `status ${res.status}`,
+      (e) => e.code,
     );
+    assert.ok(["ECONNRESET", "EPIPE", "status 400"].includes(outcome), `first POST: ${outcome}`);
     assertHttpError(await pollAnswer(s), ERR.sid);
     await assertAlive(w);
   });
