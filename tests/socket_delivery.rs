@@ -5,48 +5,14 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
+use common::ws::next_text;
 
-use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+
 use ioscale::engine::PushError;
 use ioscale::{DisconnectReason, Io, Socket};
 use serde_json::json;
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A raw Engine.IO + Socket.IO client over WebSocket, connected to `/`.
-async fn connect(addr: std::net::SocketAddr, small_receive_buffer: bool) -> Ws {
-    let socket = TcpSocket::new_v4().unwrap();
-    if small_receive_buffer {
-        socket.set_recv_buffer_size(4096).unwrap();
-    }
-    let stream = socket.connect(addr).await.unwrap();
-    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = client_async(url, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
-    let open = next_text(&mut ws).await;
-    assert!(open.starts_with("0{"), "{open}");
-    ws.send(Message::Text("40".into())).await.unwrap();
-    let connected = next_text(&mut ws).await;
-    assert!(connected.starts_with("40{\"sid\":"), "{connected}");
-    ws
-}
-
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) if text.as_str() != "2" => return text.to_string(),
-            Ok(Some(Ok(Message::Text(_)))) => {}
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
 
 /// A server whose main namespace reports each connection and disconnection.
 async fn server(
@@ -76,7 +42,7 @@ async fn a_burst_of_broadcasts_arrives_in_order_at_every_client() {
     let (server, mut connected, _) = server(4 << 20).await;
     let mut clients = Vec::new();
     for _ in 0..20 {
-        clients.push(connect(server.addr, false).await);
+        clients.push(common::ws::connect(server.addr, false).await.0);
         connected.recv().await.unwrap();
     }
     let main = server.io.of("/");
@@ -93,9 +59,9 @@ async fn a_burst_of_broadcasts_arrives_in_order_at_every_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_disconnected_while_others_keep_receiving() {
     let (server, mut connected, mut disconnected) = server(256 << 10).await;
-    let _stalled = connect(server.addr, true).await;
+    let _stalled = common::ws::connect(server.addr, true).await.0;
     let stalled_socket = connected.recv().await.unwrap();
-    let mut reader = connect(server.addr, false).await;
+    let mut reader = common::ws::connect(server.addr, false).await.0;
     connected.recv().await.unwrap();
     let main = server.io.of("/");
     let chunk = "x".repeat(1024);
@@ -127,7 +93,7 @@ async fn slow_consumer_is_disconnected_while_others_keep_receiving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volatile_packets_are_dropped_for_a_full_queue_without_disconnecting() {
     let (server, mut connected, mut disconnected) = server(64 << 10).await;
-    let _stalled = connect(server.addr, true).await;
+    let _stalled = common::ws::connect(server.addr, true).await.0;
     let socket = connected.recv().await.unwrap();
     let chunk = "v".repeat(1024);
     let mut outcome = Ok(());

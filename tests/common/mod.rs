@@ -2,6 +2,9 @@
 //! requests and answers are plain bytes.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod redis;
+pub mod ws;
+
 use std::net::SocketAddr;
 
 use ioscale::{Io, IoConfig};

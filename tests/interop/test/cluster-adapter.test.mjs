@@ -251,7 +251,7 @@ describe("cluster over the Redis adapter", { concurrency: 4 }, () => {
     const [a, b, cc] = senders(c);
     const plan = [
       [a, c.by.B2, false, "io server disconnect"],
-      [b, c.by.C2, true, "transport close"],
+      [b, c.by.C2, true, "io server disconnect"], // socket.io sends DISCONNECT before closing the connection
       [cc, c.by.A2, false, "io server disconnect"],
     ];
     for (const [sender, target, close, reason] of plan) {
