@@ -11,7 +11,7 @@ use common::redis::RedisServer;
 use common::ws::{Ws, connect, next_text, send, try_next_text};
 use ioscale::adapter::AdapterError;
 use ioscale::adapter::redis::{RedisCluster, RedisConfig};
-use ioscale::{Io, Payload};
+use ioscale::Io;
 use serde_json::{Value, json};
 
 struct Node {
@@ -334,7 +334,7 @@ async fn requests_time_out_when_a_node_stops_answering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_cluster_channels_is_dropped_and_counted() {
     let redis = RedisServer::start();
-    let nodes = vec![
+    let nodes = [
         node(&redis, Duration::from_secs(1)).await,
         node(&redis, Duration::from_secs(1)).await,
     ];
@@ -369,5 +369,4 @@ async fn garbage_on_cluster_channels_is_dropped_and_counted() {
             .await
             .is_none()
     );
-    let _ = Payload::empty();
 }
