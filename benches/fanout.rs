@@ -74,7 +74,7 @@ fn codec(c: &mut Criterion) {
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("local fan-out");
     for sockets in [1_000usize, 10_000] {
-        let adapter = MemoryAdapter::new("/", None);
+        let adapter = MemoryAdapter::new("/", None, Default::default());
         let recipients: Vec<Arc<QueueRecipient>> = (0..sockets)
             .map(|_| {
                 Arc::new(QueueRecipient {

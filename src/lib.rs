@@ -2,6 +2,7 @@
 
 pub mod adapter;
 pub mod engine;
+pub mod metrics;
 pub mod socket;
 
 pub use adapter::{Adapter, Room, RoomEvent};

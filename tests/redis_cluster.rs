@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::redis::RedisServer;
 use common::ws::{Ws, connect, next_text, send, try_next_text};
+use ioscale::Io;
 use ioscale::adapter::AdapterError;
 use ioscale::adapter::redis::{RedisCluster, RedisConfig};
-use ioscale::Io;
 use serde_json::{Value, json};
 
 struct Node {

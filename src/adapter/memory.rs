@@ -3,6 +3,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use dashmap::DashMap;
 
 use super::{
@@ -10,6 +12,7 @@ use super::{
     Room, RoomEvent, RoomEventHook, SocketInfo, Target,
 };
 use crate::engine::{Frame, Sid};
+use crate::metrics::Metrics;
 use crate::socket::Payload;
 
 type Members = HashMap<Sid, Arc<dyn Recipient>>;
@@ -18,6 +21,7 @@ type Members = HashMap<Sid, Arc<dyn Recipient>>;
 /// path), and a broadcast to a room touches only that room's members.
 pub struct MemoryAdapter {
     namespace: String,
+    metrics: Arc<Metrics>,
     sockets: DashMap<Sid, Socket>,
     rooms: DashMap<Room, Members>,
     events: Option<RoomEventHook>,
@@ -29,9 +33,14 @@ struct Socket {
 }
 
 impl MemoryAdapter {
-    pub fn new(namespace: impl Into<String>, events: Option<RoomEventHook>) -> Self {
+    pub fn new(
+        namespace: impl Into<String>,
+        events: Option<RoomEventHook>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         MemoryAdapter {
             namespace: namespace.into(),
+            metrics,
             sockets: DashMap::new(),
             rooms: DashMap::new(),
             events,
@@ -186,6 +195,7 @@ impl Adapter for MemoryAdapter {
     }
 
     fn broadcast(&self, message: &Broadcast, target: &Target, flags: BroadcastFlags) -> usize {
+        Metrics::add(&self.metrics.broadcasts_local, 1);
         self.deliver(&message.frames, target, flags.volatile, None)
     }
 
@@ -252,12 +262,14 @@ impl MemoryAdapter {
         volatile: bool,
         ack: Option<&AckRoute>,
     ) -> usize {
+        let started = Instant::now();
         let mut delivered = 0;
         self.for_each_target(target, |recipient| {
             if recipient.deliver(frames, volatile, ack) {
                 delivered += 1;
             }
         });
+        self.metrics.fanout.observe(started.elapsed());
         delivered
     }
 
@@ -340,7 +352,7 @@ mod tests {
 
     #[test]
     fn union_of_rooms_reaches_each_socket_once_and_honours_except() {
-        let adapter = MemoryAdapter::new("/", None);
+        let adapter = MemoryAdapter::new("/", None, Default::default());
         let (a, b, c) = (probe(), probe(), probe());
         for p in [&a, &b, &c] {
             adapter.add_socket(p.clone());
@@ -366,7 +378,7 @@ mod tests {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
         let hook: RoomEventHook = Arc::new(move |_, event| sink.lock().push(event.clone()));
-        let adapter = MemoryAdapter::new("/", Some(hook));
+        let adapter = MemoryAdapter::new("/", Some(hook), Default::default());
         let a = probe();
         adapter.add_socket(a.clone());
         adapter.join(a.sid, &[room("lobby")]);

@@ -117,6 +117,7 @@ pub struct AdapterContext {
     pub ack_ids: Arc<std::sync::atomic::AtomicU64>,
     pub room_events: Option<RoomEventHook>,
     pub server_events: ServerEventHook,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Builds the adapter of each namespace.

@@ -13,6 +13,7 @@ use super::http_util::{Body, Cors, status_response, text_response};
 use super::packet::{Frame, decode_payload_prefix, encode_payload};
 use super::server::{Shared, on_packet};
 use super::session::{CloseReason, Session, TransportKind};
+use crate::metrics::Metrics;
 
 const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
 
@@ -109,6 +110,9 @@ pub(crate) async fn poll<H: EngineHandler>(
     in_flight.answered = true;
     let mut body = Vec::with_capacity(frames.iter().map(|f| f.len() + 1).sum());
     encode_payload(&frames, &mut body);
+    let metrics = session.metrics();
+    Metrics::add(&metrics.packets_sent, frames.len() as u64);
+    Metrics::add(&metrics.bytes_sent, body.len() as u64);
     text_response(body, TEXT_PLAIN, &cors)
 }
 
@@ -150,6 +154,7 @@ pub(crate) async fn post<H: EngineHandler>(
             return status_response(StatusCode::BAD_REQUEST, &cors);
         }
     };
+    Metrics::add(&shared.metrics.bytes_received, body.len() as u64);
     let (packets, error) = decode_payload_prefix(body);
     for packet in packets {
         on_packet(shared, &session, packet);

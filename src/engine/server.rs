@@ -2,22 +2,25 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use tokio::time::Instant;
 
 use dashmap::DashMap;
-use http::{Method, Request, Response, header};
+use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use super::config::EngineConfig;
 use super::http_util::{
-    Body, Cors, EngineError, check_origin, preflight_response, query_param, text_response,
+    Body, Cors, EngineError, check_origin, preflight_response, query_param, status_response,
+    text_response,
 };
 use super::packet::{Frame, Packet, PacketType};
 use super::session::{CloseReason, RequestInfo, Session, TransportKind};
 use super::sid::Sid;
 use super::{EngineHandler, Message, polling, websocket};
+use crate::metrics::Metrics;
 
 /// An Engine.IO server. Cheap to clone; clones share sessions.
 pub struct Engine<H: EngineHandler> {
@@ -36,17 +39,55 @@ pub(crate) struct Shared<H: EngineHandler> {
     pub config: EngineConfig,
     pub handler: Arc<H>,
     pub sessions: DashMap<Sid, Arc<Session<H::Data>>>,
+    pub metrics: Arc<Metrics>,
+    /// WebSocket connections still running (they flush before they end).
+    pub active_websockets: AtomicUsize,
+    /// Set by `close_all`: no new session is opened.
+    pub closing: AtomicBool,
 }
 
 impl<H: EngineHandler> Engine<H> {
     pub fn new(config: EngineConfig, handler: Arc<H>) -> Self {
+        Engine::with_metrics(config, handler, Arc::new(Metrics::default()))
+    }
+
+    /// An engine counting into the given metrics.
+    pub fn with_metrics(config: EngineConfig, handler: Arc<H>, metrics: Arc<Metrics>) -> Self {
         Engine {
             shared: Arc::new(Shared {
                 config,
                 handler,
                 sessions: DashMap::new(),
+                metrics,
+                active_websockets: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
             }),
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Open sessions by transport: `(polling, websocket)`.
+    pub fn connections_by_transport(&self) -> (usize, usize) {
+        let mut counts = (0, 0);
+        for entry in self.shared.sessions.iter() {
+            if entry.value().is_closed() {
+                continue;
+            }
+            match entry.value().transport() {
+                TransportKind::Polling => counts.0 += 1,
+                TransportKind::WebSocket => counts.1 += 1,
+            }
+        }
+        counts
+    }
+
+    /// Whether every session ended and every WebSocket finished flushing (for shutdown).
+    pub fn is_idle(&self) -> bool {
+        self.shared.sessions.is_empty()
+            && self.shared.active_websockets.load(Ordering::Acquire) == 0
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -58,8 +99,9 @@ impl<H: EngineHandler> Engine<H> {
         self.shared.sessions.len()
     }
 
-    /// Closes every session (graceful: queued frames are flushed first).
+    /// Closes every session (graceful: queued frames are flushed first) and refuses new ones.
     pub fn close_all(&self, reason: CloseReason) {
+        self.shared.closing.store(true, Ordering::Release);
         let sessions: Vec<_> = self
             .shared
             .sessions
@@ -96,6 +138,9 @@ impl<H: EngineHandler> Engine<H> {
                 Err((EngineError::Forbidden, Cors::None))
             }
         };
+        if let Err((error, _)) = &result {
+            Metrics::add(&self.shared.metrics.handshake_errors[*error as usize], 1);
+        }
         match result {
             Ok(response) => response,
             // As the reference server: refused upgrades get a bare 400 with the message.
@@ -167,6 +212,9 @@ impl<H: EngineHandler> Engine<H> {
         if request.method() != Method::GET {
             return Err((EngineError::BadHandshakeMethod, cors));
         }
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Ok(status_response(StatusCode::SERVICE_UNAVAILABLE, &cors));
+        }
         if query_param(query, "EIO") != Some("4") {
             return Err((EngineError::UnsupportedProtocolVersion, cors));
         }
@@ -219,6 +267,7 @@ impl<H: EngineHandler> Engine<H> {
             H::Data::default(),
             transport,
             self.shared.config.max_buffered_bytes,
+            self.shared.metrics.clone(),
         ));
         self.shared.sessions.insert(session.id, session.clone());
         session
@@ -322,6 +371,7 @@ pub(crate) fn on_packet<H: EngineHandler>(
     if session.is_closed() {
         return;
     }
+    Metrics::add(&shared.metrics.packets_received, 1);
     match packet {
         Packet::Text(PacketType::Message, data) => {
             shared.handler.on_message(session, Message::Text(data))

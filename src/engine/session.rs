@@ -1,6 +1,7 @@
 //! One Engine.IO session: its outbound queue, transport state and lifecycle signals.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::SystemTime;
 
@@ -11,6 +12,7 @@ use tokio::sync::Notify;
 use super::outbox::{Outbox, PushError};
 use super::packet::Frame;
 use super::sid::Sid;
+use crate::metrics::Metrics;
 
 /// The transport a session currently writes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +107,7 @@ pub struct Session<D> {
     transport_signal: Notify,
     final_poll: Notify,
     pub(crate) pong: Notify,
+    metrics: Arc<Metrics>,
 }
 
 impl<D> Session<D> {
@@ -114,6 +117,7 @@ impl<D> Session<D> {
         data: D,
         transport: TransportKind,
         max_buffered_bytes: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Session {
             id,
@@ -133,6 +137,7 @@ impl<D> Session<D> {
             transport_signal: Notify::new(),
             final_poll: Notify::new(),
             pong: Notify::new(),
+            metrics,
         }
     }
 
@@ -149,11 +154,21 @@ impl<D> Session<D> {
     /// slow consumer, and the error says so.
     pub fn send(&self, frames: &[Frame], volatile: bool) -> Result<(), PushError> {
         let result = self.outbox.push_all(frames, volatile);
-        if result == Err(PushError::Full) {
-            tracing::warn!(sid = %self.id, "outbound queue full: closing slow consumer");
-            self.close(CloseReason::SlowConsumer);
+        match result {
+            Err(PushError::Full) => {
+                tracing::warn!(sid = %self.id, "outbound queue full: closing slow consumer");
+                Metrics::add(&self.metrics.dropped_slow_consumer, 1);
+                Metrics::add(&self.metrics.slow_consumers, 1);
+                self.close(CloseReason::SlowConsumer);
+            }
+            Err(PushError::VolatileDropped) => Metrics::add(&self.metrics.dropped_volatile, 1),
+            _ => {}
         }
         result
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn is_closed(&self) -> bool {

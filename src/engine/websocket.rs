@@ -16,11 +16,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 
+use std::sync::atomic::Ordering;
+
 use super::EngineHandler;
 use super::http_util::Body;
 use super::packet::{Frame, Packet, decode_text};
 use super::server::{Engine, on_packet};
 use super::session::{CloseReason, Session, TransportKind};
+use crate::metrics::Metrics;
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -164,8 +167,20 @@ async fn probe<D>(session: &Session<D>, socket: &mut Socket) -> Option<()> {
 async fn run<H: EngineHandler>(
     engine: &Engine<H>,
     session: &Arc<Session<H::Data>>,
+    socket: Socket,
+) {
+    let active = &engine.shared.active_websockets;
+    active.fetch_add(1, Ordering::AcqRel);
+    run_socket(engine, session, socket).await;
+    active.fetch_sub(1, Ordering::AcqRel);
+}
+
+async fn run_socket<H: EngineHandler>(
+    engine: &Engine<H>,
+    session: &Arc<Session<H::Data>>,
     mut socket: Socket,
 ) {
+    let metrics = engine.shared.metrics.clone();
     let mut batch = Vec::new();
     loop {
         tokio::select! {
@@ -174,7 +189,7 @@ async fn run<H: EngineHandler>(
             _ = session.outbox.ready() => {
                 session.outbox.drain_into(&mut batch);
                 let written = tokio::select! {
-                    result = write_batch(&mut socket, &mut batch) => result,
+                    result = write_batch(&mut socket, &mut batch, &metrics) => result,
                     _ = session.closed() => Ok(()),
                 };
                 if written.is_err() {
@@ -183,14 +198,20 @@ async fn run<H: EngineHandler>(
                 }
             }
             incoming = socket.next() => match incoming {
-                Some(Ok(WsMessage::Text(text))) => match decode_text(text) {
-                    Ok(packet) => on_packet(&engine.shared, session, packet),
-                    Err(error) => {
-                        tracing::debug!(sid = %session.id, %error, "invalid packet");
-                        session.close(CloseReason::ParseError);
+                Some(Ok(WsMessage::Text(text))) => {
+                    Metrics::add(&metrics.bytes_received, text.len() as u64);
+                    match decode_text(text) {
+                        Ok(packet) => on_packet(&engine.shared, session, packet),
+                        Err(error) => {
+                            tracing::debug!(sid = %session.id, %error, "invalid packet");
+                            session.close(CloseReason::ParseError);
+                        }
                     }
-                },
-                Some(Ok(WsMessage::Binary(data))) => on_packet(&engine.shared, session, Packet::Binary(data)),
+                }
+                Some(Ok(WsMessage::Binary(data))) => {
+                    Metrics::add(&metrics.bytes_received, data.len() as u64);
+                    on_packet(&engine.shared, session, Packet::Binary(data));
+                }
                 Some(Ok(WsMessage::Close(_))) | None => session.close(CloseReason::TransportClose),
                 Some(Ok(_)) => {}
                 Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
@@ -212,7 +233,7 @@ async fn run<H: EngineHandler>(
         session.outbox.drain_into(&mut batch);
         let _ = tokio::time::timeout(
             engine.shared.config.ping_timeout,
-            write_batch(&mut socket, &mut batch),
+            write_batch(&mut socket, &mut batch, &metrics),
         )
         .await;
     }
@@ -220,10 +241,19 @@ async fn run<H: EngineHandler>(
 }
 
 /// Writes every frame of the batch with one flush.
-async fn write_batch(socket: &mut Socket, batch: &mut Vec<Frame>) -> Result<(), WsError> {
+async fn write_batch(
+    socket: &mut Socket,
+    batch: &mut Vec<Frame>,
+    metrics: &Metrics,
+) -> Result<(), WsError> {
     if batch.is_empty() {
         return Ok(());
     }
+    Metrics::add(&metrics.packets_sent, batch.len() as u64);
+    Metrics::add(
+        &metrics.bytes_sent,
+        batch.iter().map(|f| f.len() as u64).sum(),
+    );
     for frame in batch.drain(..) {
         let message = match frame {
             Frame::Text(text) => WsMessage::Text(text),

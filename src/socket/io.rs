@@ -27,6 +27,7 @@ use crate::adapter::{
     ServerEventHook,
 };
 use crate::engine::{CloseReason, Engine, EngineConfig, EngineHandler, Message, Session};
+use crate::metrics::Metrics;
 
 /// Socket.IO settings. Defaults match Socket.IO's server.
 #[derive(Debug, Clone)]
@@ -58,12 +59,21 @@ pub struct Io {
     engine: Engine<IoInner>,
 }
 
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Io")
+            .field("connections", &self.connection_count())
+            .finish()
+    }
+}
+
 pub struct IoInner {
     config: IoConfig,
     namespaces: DashMap<String, Arc<Namespace>>,
     dynamic: RwLock<Vec<(Predicate, Setup)>>,
     adapter_factory: AdapterFactory,
     room_events: RwLock<Option<RoomEventHook>>,
+    metrics: Arc<Metrics>,
     this: Weak<IoInner>,
 }
 
@@ -73,8 +83,11 @@ impl Io {
         Io::with_adapter(
             config,
             Arc::new(|context: AdapterContext| {
-                Arc::new(MemoryAdapter::new(context.namespace, context.room_events))
-                    as Arc<dyn Adapter>
+                Arc::new(MemoryAdapter::new(
+                    context.namespace,
+                    context.room_events,
+                    context.metrics,
+                )) as Arc<dyn Adapter>
             }),
         )
     }
@@ -88,9 +101,10 @@ impl Io {
             dynamic: RwLock::new(Vec::new()),
             adapter_factory: factory,
             room_events: RwLock::new(None),
+            metrics: Arc::new(Metrics::default()),
             this: this.clone(),
         });
-        let engine = Engine::new(engine_config, inner.clone());
+        let engine = Engine::with_metrics(engine_config, inner.clone(), inner.metrics.clone());
         let io = Io { inner, engine };
         io.of("/");
         io
@@ -145,6 +159,21 @@ impl Io {
     /// Number of open connections (Engine.IO sessions) on this node.
     pub fn connection_count(&self) -> usize {
         self.engine.session_count()
+    }
+
+    /// Open connections by transport: `(polling, websocket)`.
+    pub fn connections_by_transport(&self) -> (usize, usize) {
+        self.engine.connections_by_transport()
+    }
+
+    /// This server's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.engine.metrics()
+    }
+
+    /// Whether every connection ended and flushed (after [`Io::close_all`]).
+    pub fn is_idle(&self) -> bool {
+        self.engine.is_idle()
     }
 
     /// Closes every connection; clients see a transport close and reconnect elsewhere.
@@ -257,6 +286,7 @@ impl IoInner {
                 ack_ids,
                 room_events: Some(room_events),
                 server_events,
+                metrics: self.metrics.clone(),
             })
         })
     }

@@ -46,6 +46,11 @@ impl DisconnectReason {
         }
     }
 
+    /// Position in [`crate::metrics::DISCONNECT_REASONS`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     pub(crate) fn from_close(reason: CloseReason) -> Self {
         match reason {
             CloseReason::TransportClose => DisconnectReason::TransportClose,
@@ -291,6 +296,7 @@ impl Socket {
         if !self.connected.swap(false, Ordering::AcqRel) {
             return;
         }
+        crate::metrics::Metrics::add(&self.session.metrics().disconnects[reason.index()], 1);
         self.ns.adapter.remove_socket(self.id);
         self.ns.sockets.remove(&self.id);
         self.acks.lock().clear();
@@ -373,4 +379,30 @@ pub(crate) fn encode_frames(packet: &Packet) -> Vec<Frame> {
     frames.push(Frame::Text(text.into()));
     frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
     frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disconnect_reasons_index_the_metric_labels() {
+        use DisconnectReason::*;
+        for reason in [
+            TransportClose,
+            TransportError,
+            PingTimeout,
+            ParseError,
+            ForcedClose,
+            ForcedServerClose,
+            ServerShuttingDown,
+            ClientNamespaceDisconnect,
+            ServerNamespaceDisconnect,
+        ] {
+            assert_eq!(
+                crate::metrics::DISCONNECT_REASONS[reason.index()],
+                reason.as_str()
+            );
+        }
+    }
 }

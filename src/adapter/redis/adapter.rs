@@ -18,12 +18,14 @@ use crate::adapter::{
     BroadcastFlags, MemoryAdapter, Room, ServerEventHook, SocketInfo, Target,
 };
 use crate::engine::Sid;
+use crate::metrics::Metrics;
 use crate::socket::Payload;
 use crate::socket::encode_frames;
 use crate::socket::packet::Packet;
 
 pub struct RedisAdapter {
     local: MemoryAdapter,
+    metrics: Arc<Metrics>,
     cluster: Arc<RedisCluster>,
     nsp: String,
     channels: Channels,
@@ -40,7 +42,12 @@ impl RedisAdapter {
     pub(super) fn new(cluster: Arc<RedisCluster>, context: AdapterContext) -> Arc<Self> {
         let channels = Channels::new(&cluster.config.key_prefix, &context.namespace);
         Arc::new_cyclic(|this| RedisAdapter {
-            local: MemoryAdapter::new(context.namespace.clone(), context.room_events),
+            local: MemoryAdapter::new(
+                context.namespace.clone(),
+                context.room_events,
+                context.metrics.clone(),
+            ),
+            metrics: context.metrics,
             cluster,
             nsp: context.namespace,
             channels,
@@ -427,8 +434,12 @@ impl Adapter for RedisAdapter {
                 flags.volatile,
             );
             self.cluster.publish(channel, bytes);
+            Metrics::add(&self.metrics.broadcasts_cluster, 1);
+            self.local
+                .deliver(&message.frames, target, flags.volatile, None)
+        } else {
+            self.local.broadcast(message, target, flags)
         }
-        self.local.broadcast(message, target, flags)
     }
 
     fn broadcast_with_ack(

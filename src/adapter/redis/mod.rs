@@ -92,6 +92,15 @@ pub struct RedisCluster {
     up: AtomicBool,
 }
 
+impl std::fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("uid", &self.uid)
+            .field("up", &self.is_up())
+            .finish()
+    }
+}
+
 impl RedisCluster {
     /// Starts connecting (in the background: a node whose Redis is down still serves its
     /// own clients, and joins the cluster once Redis answers).

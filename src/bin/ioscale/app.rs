@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::stats::ClusterStats;
+use crate::ops::Ops;
 
 use anyhow::Context;
 use ioscale::adapter::redis::RedisCluster;
@@ -20,7 +20,7 @@ use crate::logging;
 
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let server_id = options.server_id();
-    logging::init(&server_id);
+    logging::init(&server_id, options.log.log_format);
     let cluster = match options.redis_config() {
         Some(config) => {
             let cluster = RedisCluster::connect(config).context("cannot set up Redis")?;
@@ -36,27 +36,81 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         None => Io::new(options.io_config()),
     };
     install(&io, Arc::from(server_id.as_str()));
+    let ops = Ops::new(io.clone(), cluster.clone(), Arc::from(server_id.as_str()));
     let address = SocketAddr::new(options.host, options.port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))?;
-    let local = listener.local_addr().context("listener has no address")?;
-    tracing::info!("listening on {local}");
-    let stats = ClusterStats::new(io.clone(), Arc::from(server_id.as_str()));
-    let io_for_shutdown = io.clone();
-    serve_http(listener, shutdown_signal(), move |request, remote| {
-        let io = io.clone();
-        let stats = stats.clone();
+    let listener = bind(address).await?;
+    let ops_listener = match options.ops_port {
+        Some(port) => Some(bind(SocketAddr::new(options.host, port)).await?),
+        None => None,
+    };
+    tracing::info!(
+        "listening on {}",
+        listener.local_addr().context("listener has no address")?
+    );
+    if options.stats_interval > 0 {
+        tokio::spawn(log_stats(
+            ops.clone(),
+            Duration::from_secs(options.stats_interval),
+        ));
+    }
+    let shutdown = signals();
+    if let Some(ops_listener) = ops_listener {
+        tracing::info!(
+            "operations endpoints on {}",
+            ops_listener.local_addr().context("no address")?
+        );
+        let ops = ops.clone();
+        tokio::spawn(serve_http(
+            ops_listener,
+            std::future::pending(),
+            move |request, _| {
+                let ops = ops.clone();
+                async move {
+                    ops.handle(request.uri().path())
+                        .await
+                        .unwrap_or_else(not_found)
+                }
+            },
+        ));
+    }
+    let with_ops = options.ops_port.is_none();
+    let serving = io.clone();
+    let routing = ops.clone();
+    serve_http(listener, shutdown.first(), move |request, remote| {
+        let io = serving.clone();
+        let ops = routing.clone();
         async move {
-            if request.uri().path() == "/stats" {
-                stats.response().await
-            } else {
-                io.handle(request, remote).await
+            if with_ops && let Some(response) = ops.handle(request.uri().path()).await {
+                return response;
             }
+            io.handle(request, remote).await
         }
     })
     .await;
-    io_for_shutdown.close_all();
+    // Graceful shutdown: not ready at once, no new connections (the listener is gone),
+    // every client's transport closed after its queue is flushed (clients reconnect on
+    // their own), then leave the cluster. A second signal exits at once.
+    ops.begin_shutdown();
+    tracing::info!(connections = io.connection_count(), "shutting down");
+    tokio::spawn(async move {
+        shutdown.second().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    io.close_all();
+    let drained = tokio::time::timeout(Duration::from_secs(options.shutdown_timeout), async {
+        while !io.is_idle() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok();
+    if !drained {
+        tracing::warn!(
+            connections = io.connection_count(),
+            "shutdown timeout: exiting anyway"
+        );
+    }
     if let Some(cluster) = cluster {
         cluster.close().await;
     }
@@ -64,28 +118,74 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
+async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))
+}
+
+fn not_found() -> http::Response<ioscale::socket::Body> {
+    let mut response = http::Response::new(ioscale::socket::Body::default());
+    *response.status_mut() = http::StatusCode::NOT_FOUND;
+    response
+}
+
+async fn log_stats(ops: Arc<Ops>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        ops.log_stats();
+    }
+}
+
+/// SIGINT / SIGTERM, counted: the first starts a graceful shutdown, the second aborts it.
+struct Signals {
+    received: tokio::sync::watch::Receiver<u32>,
+}
+
+fn signals() -> Signals {
+    let (count, received) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        #[cfg(unix)]
         let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    return;
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            #[cfg(unix)]
+            let terminated = async {
+                match terminate.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
             };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+            #[cfg(not(unix))]
+            let terminated = std::future::pending::<()>();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+            count.send_modify(|count| *count += 1);
+        }
+    });
+    Signals { received }
+}
+
+impl Signals {
+    fn wait_for(&self, at_least: u32) -> impl std::future::Future<Output = ()> + 'static {
+        let mut received = self.received.clone();
+        async move {
+            let _ = received.wait_for(|count| *count >= at_least).await;
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+
+    fn first(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.wait_for(1)
+    }
+
+    async fn second(&self) {
+        self.wait_for(2).await;
     }
 }
 

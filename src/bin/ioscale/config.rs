@@ -76,6 +76,31 @@ pub struct ServeOptions {
     /// (`publishOnSpecificResponseChannel`).
     #[arg(long, env = "REDIS_SPECIFIC_RESPONSE_CHANNEL")]
     pub redis_specific_response_channel: bool,
+    /// Serve /health, /ready, /metrics and /stats on this port instead of the main one.
+    #[arg(long, env = "OPS_PORT")]
+    pub ops_port: Option<u16>,
+    /// Seconds a graceful shutdown may take before the process exits anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_timeout: u64,
+    /// Seconds between stats log lines (0 turns them off).
+    #[arg(long, env = "STATS_INTERVAL", default_value_t = 30)]
+    pub stats_interval: u64,
+    #[command(flatten)]
+    pub log: LogOptions,
+}
+
+/// Logging options (levels come from `RUST_LOG`).
+#[derive(Debug, Args)]
+pub struct LogOptions {
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl ServeOptions {

@@ -3,6 +3,7 @@
 mod app;
 mod config;
 mod logging;
+mod ops;
 mod stats;
 
 use std::process::ExitCode;

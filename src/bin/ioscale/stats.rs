@@ -3,10 +3,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{Response, header};
 use ioscale::Io;
-use ioscale::socket::Body;
 use serde_json::{Value, json};
 
 #[derive(Clone)]
@@ -58,16 +55,6 @@ impl ClusterStats {
             "complete": complete,
             "servers": servers,
         })
-    }
-
-    pub async fn response(&self) -> Response<Body> {
-        let body = self.collect().await.to_string();
-        let mut response = Response::new(Body::new(Bytes::from(body)));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        response
     }
 }
 

@@ -43,10 +43,10 @@ async function eventually(check, { timeoutMs = 3000, intervalMs = 25 } = {}) {
 
 /**
  * Redis, the nodes of `kinds` (named A, B, C…), `perNode` clients per node (named A1, A2, B1…, auth
- * {name}) and, with `rooms`, the MEMBERSHIP rooms joined and socket.data set to {name, node}.
+ * {name}); with `rooms` the MEMBERSHIP rooms joined, with `data` socket.data set to {name, node}.
  * A sniffer records the Redis traffic, printed as a diagnostic when the test fails.
  */
-async function setup(t, kinds, { perNode = 2, rooms = true } = {}) {
+async function setup(t, kinds, { perNode = 2, rooms = true, data = false } = {}) {
   const h = harness(t);
   const redis = await startRedis({ h });
   const nodes = await Promise.all(kinds.map((kind) => startPeer(kind, redis.url, h)));
@@ -70,7 +70,13 @@ async function setup(t, kinds, { perNode = 2, rooms = true } = {}) {
           node,
           socket,
           id: socket.id,
-          call: (event, ...args) => socket.timeout(10000).emitWithAck(event, ...args),
+          call: async (event, ...args) => {
+            try {
+              return await socket.timeout(8000).emitWithAck(event, ...args);
+            } catch (error) {
+              throw new Error(`${name} on node ${node.name} (${node.kind}): no ack for "${event}" ${JSON.stringify(args)} (${error.message})`);
+            }
+          },
         };
         clients.push(client);
       }),
@@ -81,7 +87,7 @@ async function setup(t, kinds, { perNode = 2, rooms = true } = {}) {
   if (rooms) {
     await Promise.all(
       clients.map(async (c) => {
-        assert.equal(await c.call("set-data", { name: c.name, node: c.node.name }), true);
+        if (data) assert.equal(await c.call("set-data", { name: c.name, node: c.node.name }), true);
         for (const room of MEMBERSHIP[c.name] ?? []) assert.equal(await c.call("join", room), true);
       }),
     );
@@ -90,10 +96,10 @@ async function setup(t, kinds, { perNode = 2, rooms = true } = {}) {
 }
 
 /** Runs `body(cluster)`; on failure prints the tail of the Redis traffic as a diagnostic. */
-function scenario(name, fn, { timeout = 30000, perNode, rooms } = {}) {
+function scenario(name, fn, { timeout = 30000, perNode, rooms, data } = {}) {
   for (const [topology, kinds] of Object.entries(TOPOLOGIES)) {
     test(`${topology}: ${name}`, { timeout }, async (t) => {
-      const cluster = await setup(t, kinds, { perNode, rooms });
+      const cluster = await setup(t, kinds, { perNode, rooms, data });
       try {
         await fn(cluster, t);
       } catch (error) {
@@ -206,7 +212,7 @@ describe("cluster over the Redis adapter", { concurrency: 4 }, () => {
         );
       }
     }
-  });
+  }, { data: true });
 
   scenario("cluster-join and cluster-leave move sockets on other nodes into and out of rooms", async (c) => {
     const roomsOf = async (x) => sorted(await x.call("get-rooms"));

@@ -228,6 +228,10 @@ async function main() {
   });
   const io = new Server(httpServer, { cors: { origin: "*" } });
 
+  // @socket.io/redis-adapter does not catch the promise of `pubClient.publish()`: a publish in flight
+  // when Redis goes away rejects, which would end the process. The peer keeps serving, like ioscale.
+  process.on("unhandledRejection", (error) => console.log(`unhandled rejection: ${error?.message ?? error}`));
+
   if (opts.redisUrl) {
     const pub = createClient({ url: opts.redisUrl });
     const sub = pub.duplicate();
