@@ -214,13 +214,16 @@ impl Io {
 }
 
 /// Accepts HTTP/1.1 connections (with upgrades) and answers each request with `handler`.
-pub async fn serve_http<F, Fut>(
+pub async fn serve_http<F, Fut, B>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     handler: F,
 ) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tokio::pin!(shutdown);
     loop {

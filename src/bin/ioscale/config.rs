@@ -23,6 +23,111 @@ pub struct Cli {
 pub enum Command {
     /// Run one node: the Socket.IO server and its application.
     Serve(ServeOptions),
+    /// Run the sticky load balancer in front of several nodes.
+    Lb(LbOptions),
+    /// Run N worker nodes and the balancer in one command (needs Redis).
+    Cluster(ClusterOptions),
+}
+
+/// How requests of one Socket.IO session stick to one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sticky {
+    /// By session id, learned from each handshake the balancer forwards.
+    Sid,
+    /// By a cookie naming the node, set by the balancer on handshakes.
+    Cookie,
+    /// By a hash of the client's IP address.
+    Ip,
+    /// No stickiness (breaks HTTP long-polling; for testing).
+    None,
+}
+
+/// Which node a new session goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    LeastConn,
+    RoundRobin,
+    Random,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BalancerOptions {
+    /// Stickiness mode.
+    #[arg(long, env = "LB_STICKY", value_enum, default_value_t = Sticky::Sid)]
+    pub sticky: Sticky,
+    /// Node choice for new sessions.
+    #[arg(long, env = "LB_POLICY", value_enum, default_value_t = Policy::LeastConn)]
+    pub policy: Policy,
+    /// Socket.IO request path on the nodes.
+    #[arg(long = "lb-path", env = "LB_PATH", default_value = "/socket.io/", value_parser = request_path)]
+    pub path: String,
+    /// Failed attempts before a node is skipped (passive health, as nginx's max_fails).
+    #[arg(long, env = "LB_MAX_FAILS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_fails: u32,
+    /// Seconds a failing node is skipped (nginx's fail_timeout).
+    #[arg(long, env = "LB_FAIL_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub fail_timeout: u64,
+    /// Milliseconds between active health checks of every node (0 = off).
+    #[arg(long, env = "LB_HEALTH_INTERVAL", default_value_t = 2000)]
+    pub health_interval: u64,
+    /// Path of the nodes' health endpoint (404 counts as healthy: no endpoint).
+    #[arg(long, env = "LB_HEALTH_PATH", default_value = "/health")]
+    pub health_path: String,
+    /// Seconds a session may stay idle before the balancer forgets it (ping interval + timeout).
+    #[arg(long, env = "LB_SESSION_TTL", default_value_t = 45, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_ttl: u64,
+    /// Most sessions remembered; beyond it, new sessions are refused with 503.
+    #[arg(long, env = "LB_MAX_SESSIONS", default_value_t = 1_000_000)]
+    pub max_sessions: usize,
+    /// Name of the balancer's stickiness cookie (cookie mode).
+    #[arg(long, env = "LB_COOKIE_NAME", default_value = "ioscale_node")]
+    pub cookie_name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LbOptions {
+    /// Public TCP port (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: std::net::IpAddr,
+    /// A node, `host:port`; repeat for each (or a comma list in BACKENDS).
+    #[arg(long = "backend", env = "BACKENDS", value_delimiter = ',', required = true, value_parser = backend)]
+    pub backends: Vec<String>,
+    /// Serve the balancer's /health and /metrics on this port.
+    #[arg(long, env = "OPS_PORT")]
+    pub ops_port: Option<u16>,
+    #[command(flatten)]
+    pub balancer: BalancerOptions,
+    #[command(flatten)]
+    pub log: LogOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterOptions {
+    /// Number of worker nodes.
+    #[arg(long, env = "WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+    /// Public TCP port of the balancer (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: std::net::IpAddr,
+    /// Redis URL shared by the workers (required: without it they would not see each other).
+    #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
+    pub redis_url: Option<String>,
+    /// Seconds a graceful shutdown may take.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+    /// Serve the balancer's /health and /metrics on this port.
+    #[arg(long, env = "OPS_PORT")]
+    pub ops_port: Option<u16>,
+    #[command(flatten)]
+    pub balancer: BalancerOptions,
+    #[command(flatten)]
+    pub log: LogOptions,
 }
 
 #[derive(Debug, Args)]
@@ -90,7 +195,7 @@ pub struct ServeOptions {
 }
 
 /// Logging options (levels come from `RUST_LOG`).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LogOptions {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -175,6 +280,16 @@ fn request_path(value: &str) -> Result<String, String> {
     } else {
         format!("{value}/")
     })
+}
+
+fn backend(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(value.to_owned())
+        }
+        _ => Err("expected host:port".into()),
+    }
 }
 
 fn transports(value: &str) -> Result<Transports, String> {

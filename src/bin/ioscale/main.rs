@@ -1,7 +1,9 @@
 //! The `ioscale` command: a thin binary over the library.
 
 mod app;
+mod cluster;
 mod config;
+mod lb;
 mod logging;
 mod ops;
 mod stats;
@@ -26,6 +28,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(options) => app::serve(options).await,
+            Command::Lb(options) => lb::command::run(options).await,
+            Command::Cluster(options) => cluster::run(options).await,
         }
     });
     match result {

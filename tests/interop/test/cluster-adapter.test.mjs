@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { bytes, collect, connected, harness, next } from "./lib/harness.mjs";
-import { PEER, startPeer } from "./lib/node-cluster-server.mjs";
+import { PEER, freeze, startPeer } from "./lib/node-cluster-server.mjs";
 import { sniff, startRedis, waitForSubscribers } from "./lib/redis.mjs";
 
 /** Requests timeout of interop_server (its default; the Node peer is given the same). */
@@ -27,6 +27,8 @@ const MEMBERSHIP = { A1: ["red"], A2: ["blue"], B1: ["red", "blue"], B2: [], C1:
 const sortById = (list) => [...list].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 const sorted = (list) => [...list].sort();
 const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Marks a wait as handled up front, so that if an earlier step fails first it is not an unhandled rejection. */
+const pending = (promise) => (promise.catch(() => {}), promise);
 
 /** Retries `check` (which throws while the condition does not hold) until it passes or `timeoutMs` ends. */
 async function eventually(check, { timeoutMs = 3000, intervalMs = 25 } = {}) {
@@ -61,7 +63,7 @@ async function setup(t, kinds, { perNode = 2, rooms = true, data = false } = {})
       Array.from({ length: perNode }, async (_, j) => {
         const name = `${node.name}${j + 1}`;
         const socket = h.client(node.url, { transports: ["websocket"], auth: { name } });
-        const welcome = next(socket, "welcome", { label: `welcome at ${name}` });
+        const welcome = pending(next(socket, "welcome", { label: `welcome at ${name}` }));
         await connected(socket);
         const w = await welcome;
         assert.equal(w.id, socket.id);
@@ -125,7 +127,7 @@ async function expectDelivery({ clients }, sender, options, expected, data = { n
   const live = clients.filter((c) => c.socket.connected);
   const got = new Map(live.map((c) => [c.name, []]));
   for (const c of live) c.socket.on(event, (...args) => got.get(c.name).push(args));
-  const marks = live.map((c) => next(c.socket, mark, { label: `${mark} at ${c.name}` }));
+  const marks = live.map((c) => pending(next(c.socket, mark, { label: `${mark} at ${c.name}` })));
   assert.equal(await sender.call("broadcast", { ...options, event, data }), true);
   assert.equal(await sender.call("broadcast", { event: mark, data: null }), true);
   await Promise.all(marks);
@@ -147,7 +149,7 @@ describe("cluster over the Redis adapter", { concurrency: 4 }, () => {
   scenario("every broadcast reaches every client on every node exactly once", async (c) => {
     const news = new Map(c.clients.map((x) => [x.name, []]));
     for (const x of c.clients) x.socket.on("news", (d) => news.get(x.name).push(d.from));
-    const markers = c.clients.map((x) => collect(x.socket, "news-marker", c.nodes.length, { label: `markers at ${x.name}` }));
+    const markers = c.clients.map((x) => pending(collect(x.socket, "news-marker", c.nodes.length, { label: `markers at ${x.name}` })));
     // Each node's sender: a broadcast, then its marker (published after it, so it arrives after it).
     await Promise.all(
       senders(c).map(async (s) => {
@@ -261,12 +263,12 @@ describe("cluster over the Redis adapter", { concurrency: 4 }, () => {
       [cc, c.by.A2, false, "io server disconnect"],
     ];
     for (const [sender, target, close, reason] of plan) {
-      const gone = next(target.socket, "disconnect", { label: `disconnect of ${target.name}` });
+      const gone = pending(next(target.socket, "disconnect", { label: `disconnect of ${target.name}` }));
       assert.ok(await sender.call("cluster-disconnect", { to: [target.id], close }));
       assert.equal(await gone, reason, `${target.name} disconnected by ${sender.name} with close=${close}`);
     }
     // By room, across nodes: every remaining blue member (B1, C1) but C1.
-    const b1gone = next(c.by.B1.socket, "disconnect", { label: "disconnect of B1" });
+    const b1gone = pending(next(c.by.B1.socket, "disconnect", { label: "disconnect of B1" }));
     assert.ok(await a.call("cluster-disconnect", { to: ["blue"], except: [c.by.C1.id] }));
     assert.equal(await b1gone, "io server disconnect");
     const left = [c.by.A1, c.by.C1];
@@ -299,20 +301,20 @@ describe("cluster over the Redis adapter", { concurrency: 4 }, () => {
         return () => x.socket.off("sse-received", fn);
       });
       const args = [`hello from ${s.node.name}`, 42, { nested: [true, null] }];
-      const relayed = others.map((x) => next(x.socket, "sse-received", { label: `sse-received at ${x.name}` }));
+      const relayed = others.map((x) => pending(next(x.socket, "sse-received", { label: `sse-received at ${x.name}` })));
       assert.equal(await s.call("cluster-sse", { event: "sse", args, ack: false }), true);
       for (const m of await Promise.all(relayed)) assert.deepEqual(m, { event: "sse", args });
       // An anchor published by another node after it handled the event: the sender's node handled its
       // own request (if it wrongly did) before this reaches its clients.
       const anchor = others[0];
-      const anchors = own.map((x) => next(x.socket, "anchor", { label: `anchor at ${x.name}` }));
+      const anchors = own.map((x) => pending(next(x.socket, "anchor", { label: `anchor at ${x.name}` })));
       assert.equal(await anchor.call("broadcast", { event: "anchor", data: null }), true);
       await Promise.all(anchors);
       for (const [name, list] of seen) assert.deepEqual(list, [], `${name} is on the sending node: serverSideEmit skips it`);
       onOwn.forEach((off) => off());
 
       // With acks.
-      const relayed2 = others.map((x) => next(x.socket, "sse-received", { label: `sse-received (ack) at ${x.name}` }));
+      const relayed2 = others.map((x) => pending(next(x.socket, "sse-received", { label: `sse-received (ack) at ${x.name}` })));
       const reply = await s.call("cluster-sse", { event: "sse", args: ["with-ack"], ack: true });
       assert.deepEqual(reply, { ok: true, responses: ["ack-sse", "ack-sse"] }, `cluster-sse with ack from ${s.name} (${s.node.kind})`);
       for (const m of await Promise.all(relayed2)) assert.deepEqual(m, { event: "sse", args: ["with-ack"] });
@@ -346,8 +348,7 @@ describe("cluster over the Redis adapter", { concurrency: 4 }, () => {
     async (c) => {
       const stopped = c.nodes[2];
       for (const x of c.clients) x.socket.on("ask", (data, cb) => cb({ name: x.name, data }));
-      stopped.proc.kill("SIGSTOP");
-      c.h.defer(() => stopped.proc.kill("SIGCONT"));
+      const thaw = await freeze(stopped, c.h);
       const askers = senders(c).filter((s) => s.node !== stopped);
       const timed = async (fn) => {
         const start = Date.now();
@@ -382,7 +383,7 @@ describe("cluster over the Redis adapter", { concurrency: 4 }, () => {
         );
       }
       // Resumed, the node answers again.
-      stopped.proc.kill("SIGCONT");
+      thaw();
       const reply = await askers[0].call("cluster-fetch", {});
       assert.equal(reply?.ok, true, `cluster-fetch after SIGCONT: ${JSON.stringify(reply)}`);
       assert.equal(reply.sockets.length, c.clients.length);

@@ -28,6 +28,7 @@ async function setup(t) {
       const node = nodes[name[0] === "A" ? 0 : 1];
       const socket = h.client(node.url, { transports: ["websocket"], auth: { name } });
       const welcome = next(socket, "welcome", { label: `welcome at ${name}` });
+      welcome.catch(() => {}); // awaited after the connection; a failed connect is reported instead
       await connected(socket);
       await welcome;
       const call = async (event, ...args) => {

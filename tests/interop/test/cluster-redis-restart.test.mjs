@@ -53,6 +53,7 @@ test("Redis restarted during traffic: local delivery goes on, cross-node deliver
   const client = async (node, name) => {
     const socket = h.client(node.url, { transports: ["websocket"] });
     const info = next(socket, "server-info", { label: `server-info at ${name}` });
+    info.catch(() => {}); // awaited after the connection; a failed connect is reported instead
     await connected(socket);
     assert.equal((await info).serverId, node.name);
     return socket;

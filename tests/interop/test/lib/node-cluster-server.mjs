@@ -9,6 +9,7 @@
 //
 // It prints `listening on 127.0.0.1:PORT` once it accepts connections.
 import { spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -357,4 +358,32 @@ export async function startApp(kind, redisUrl, h, serverId, { args = [] } = {}) 
   if (kind === "node") return startNodeServer(redisUrl, { h, args: ["--app", "--server-id", serverId, ...args] });
   const srv = await h.app(["serve", "--redis-url", redisUrl, "--server-id", serverId, ...args]);
   return { kind: "ioscale", ...srv };
+}
+
+/** The kernel's state letter of a process (R, S, T…); null where /proc is not available. */
+async function processState(pid) {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Freezes a node process (SIGSTOP: its Redis connections stay open, it answers nothing) and waits
+ * until the kernel reports it stopped. SIGCONT is registered on the harness `h` so that the process
+ * is resumed before it is stopped at the end of the test. Returns `thaw()` (SIGCONT).
+ */
+export async function freeze(node, h) {
+  if (!node.proc.kill("SIGSTOP")) throw new Error(`cannot SIGSTOP node ${node.name ?? node.port}`);
+  const thaw = () => node.proc.kill("SIGCONT");
+  h.defer(thaw);
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    const state = await processState(node.proc.pid);
+    if (state === null || state === "T" || state === "t") return thaw;
+    if (Date.now() > deadline) throw new Error(`node ${node.name ?? node.port} is in state ${state} after SIGSTOP`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }

@@ -1,0 +1,176 @@
+//! `ioscale lb` and the balancer's own `/health` and `/metrics`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use http::{Response, StatusCode, header};
+use ioscale::socket::serve_http;
+
+use super::{Balancer, ProxyBody, full};
+use crate::config::{BalancerOptions, LbOptions};
+use crate::logging;
+
+pub async fn run(options: LbOptions) -> anyhow::Result<()> {
+    logging::init("lb", options.log.log_format);
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(options.host, options.port))
+        .await
+        .with_context(|| format!("cannot listen on port {}", options.port))?;
+    let ops = match options.ops_port {
+        Some(port) => Some(
+            tokio::net::TcpListener::bind(SocketAddr::new(options.host, port))
+                .await
+                .with_context(|| format!("cannot listen on port {port}"))?,
+        ),
+        None => None,
+    };
+    serve(
+        listener,
+        ops,
+        options.backends,
+        options.balancer,
+        shutdown(),
+    )
+    .await
+}
+
+/// Runs a balancer on `listener` until `stop` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ops: Option<tokio::net::TcpListener>,
+    backends: Vec<String>,
+    options: BalancerOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let balancer = Balancer::new(backends.clone(), options.clone());
+    balancer.start();
+    tracing::info!(
+        backends = ?backends,
+        sticky = ?options.sticky,
+        policy = ?options.policy,
+        "listening on {}",
+        listener.local_addr().context("listener has no address")?
+    );
+    if let Some(ops) = ops {
+        tracing::info!(
+            "balancer endpoints on {}",
+            ops.local_addr().context("no address")?
+        );
+        let balancer = balancer.clone();
+        tokio::spawn(serve_http(
+            ops,
+            std::future::pending(),
+            move |request, _| {
+                let response = endpoint(&balancer, request.uri().path());
+                async move { response }
+            },
+        ));
+    }
+    serve_http(listener, stop, move |request, remote| {
+        balancer.handle(request, remote)
+    })
+    .await;
+    tracing::info!("balancer stopped");
+    Ok(())
+}
+
+fn endpoint(balancer: &Balancer, path: &str) -> Response<ProxyBody> {
+    let (status, content_type, body) = match path {
+        "/health" => (
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({
+                "status": "ok",
+                "backendsUp": balancer.backends_up(),
+                "sessions": balancer.session_count(),
+                "trackedSessions": balancer.tracked_sessions(),
+            })
+            .to_string(),
+        ),
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics(balancer),
+        ),
+        _ => (StatusCode::NOT_FOUND, "text/plain", String::new()),
+    };
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// Prometheus text format, written directly: three small families.
+fn metrics(balancer: &Balancer) -> String {
+    let mut out = String::new();
+    let stats = balancer.backend_stats();
+    let _ = writeln!(
+        out,
+        "# HELP ioscale_lb_sessions Sessions the balancer routes"
+    );
+    let _ = writeln!(out, "# TYPE ioscale_lb_sessions gauge");
+    let _ = writeln!(out, "ioscale_lb_sessions {}", balancer.session_count());
+    let _ = writeln!(
+        out,
+        "# HELP ioscale_lb_backends_up Nodes currently available"
+    );
+    let _ = writeln!(out, "# TYPE ioscale_lb_backends_up gauge");
+    let _ = writeln!(out, "ioscale_lb_backends_up {}", balancer.backends_up());
+    let _ = writeln!(
+        out,
+        "# HELP ioscale_lb_backend_up 1 when the node is available"
+    );
+    let _ = writeln!(out, "# TYPE ioscale_lb_backend_up gauge");
+    for (address, up, _, _) in &stats {
+        let _ = writeln!(
+            out,
+            "ioscale_lb_backend_up{{backend=\"{address}\"}} {}",
+            u8::from(*up)
+        );
+    }
+    let _ = writeln!(out, "# HELP ioscale_lb_backend_sessions Sessions per node");
+    let _ = writeln!(out, "# TYPE ioscale_lb_backend_sessions gauge");
+    for (address, _, sessions, _) in &stats {
+        let _ = writeln!(
+            out,
+            "ioscale_lb_backend_sessions{{backend=\"{address}\"}} {sessions}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ioscale_lb_requests_total Requests forwarded per node"
+    );
+    let _ = writeln!(out, "# TYPE ioscale_lb_requests_total counter");
+    for (address, _, _, requests) in &stats {
+        let _ = writeln!(
+            out,
+            "ioscale_lb_requests_total{{backend=\"{address}\"}} {requests}"
+        );
+    }
+    out
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown() {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,496 @@
+//! `ioscale lb`: a sticky HTTP/1.1 reverse proxy for Socket.IO nodes.
+//!
+//! Every request of one Socket.IO session must reach the node holding the session. The
+//! default stickiness learns session ids from the polling handshakes it forwards (no
+//! cooperation from the nodes beyond the protocol); a request whose node is gone or
+//! unknown is answered with Engine.IO's "Session ID unknown", so the client reconnects
+//! and lands on a healthy node. WebSocket upgrades are tunnelled byte for byte.
+
+mod backends;
+pub mod command;
+mod sessions;
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::config::{BalancerOptions, Sticky};
+use backends::{Backend, Chooser, by_ip};
+use sessions::SessionTable;
+
+pub type ProxyBody = BoxBody<Bytes, Box<dyn Error + Send + Sync>>;
+
+/// Handshake answers are small; anything larger is passed through unread.
+const HANDSHAKE_BODY_LIMIT: usize = 64 * 1024;
+
+pub struct Balancer {
+    backends: Vec<Backend>,
+    chooser: Chooser,
+    sessions: SessionTable,
+    options: BalancerOptions,
+    client: Client<HttpConnector, ProxyBody>,
+}
+
+/// Where a request goes.
+enum Route {
+    /// A node fixed by stickiness.
+    Fixed(usize),
+    /// A new session (or a path outside Socket.IO): any node, by policy.
+    New,
+}
+
+impl Balancer {
+    pub fn new(backends: Vec<String>, options: BalancerOptions) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Arc::new(Balancer {
+            backends: backends.into_iter().map(Backend::new).collect(),
+            chooser: Chooser::new(options.policy),
+            sessions: SessionTable::new(
+                Duration::from_secs(options.session_ttl),
+                options.max_sessions,
+            ),
+            options,
+            client,
+        })
+    }
+
+    /// Starts the active health checks and the session expiry.
+    pub fn start(self: &Arc<Self>) {
+        if self.options.health_interval > 0 {
+            tokio::spawn(health_checks(Arc::downgrade(self)));
+        }
+        tokio::spawn(expire_sessions(Arc::downgrade(self)));
+    }
+
+    pub fn handle(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + use<> {
+        let balancer = self.clone();
+        async move { balancer.route_and_forward(request, remote).await }
+    }
+
+    fn is_socketio(&self, path: &str) -> bool {
+        let prefix = &self.options.path;
+        path == prefix || path == prefix.trim_end_matches('/')
+    }
+
+    fn unknown_sid(&self) -> Response<ProxyBody> {
+        let mut response = Response::new(full(r#"{"code":1,"message":"Session ID unknown"}"#));
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+
+    fn forget(&self, sid: &str) {
+        if let Some(index) = self.sessions.remove(sid) {
+            self.backends[index]
+                .sessions
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn route_and_forward(
+        self: Arc<Self>,
+        mut request: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let is_socketio = self.is_socketio(request.uri().path());
+        let query = request.uri().query().unwrap_or("").to_owned();
+        let sid = is_socketio
+            .then(|| query_param(&query, "sid"))
+            .flatten()
+            .map(str::to_owned);
+        let route = match self.options.sticky {
+            Sticky::Sid => match &sid {
+                Some(sid) => match self.sessions.get(sid) {
+                    Some(index) if self.backends[index].available() => Route::Fixed(index),
+                    Some(_) => {
+                        self.forget(sid);
+                        return self.unknown_sid();
+                    }
+                    None => return self.unknown_sid(),
+                },
+                None => Route::New,
+            },
+            Sticky::Cookie => match self.cookie_backend(request.headers()) {
+                Some(index) if self.backends[index].available() => Route::Fixed(index),
+                _ if sid.is_some() => return self.unknown_sid(),
+                _ => Route::New,
+            },
+            Sticky::Ip => match by_ip(&self.backends, remote.ip()) {
+                Some(index) => Route::Fixed(index),
+                None => return status(StatusCode::SERVICE_UNAVAILABLE),
+            },
+            Sticky::None => Route::New,
+        };
+        let is_upgrade = is_upgrade_request(request.headers());
+        let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
+        let (parts, body) = request.into_parts();
+        // Bodiless requests (handshakes, polls, upgrades) can be retried on another node.
+        let retryable = parts.method == Method::GET && matches!(route, Route::New);
+        let mut body = Some(body);
+        let mut tried = Vec::new();
+        let (index, mut response) = loop {
+            let index = match route {
+                Route::Fixed(index) => index,
+                Route::New => match self.chooser.choose(&self.backends, &tried) {
+                    Some(index) => index,
+                    None => return status(StatusCode::SERVICE_UNAVAILABLE),
+                },
+            };
+            tried.push(index);
+            let backend = &self.backends[index];
+            backend.requests.fetch_add(1, Ordering::Relaxed);
+            let upstream_body = match (parts.method == Method::GET, body.take()) {
+                (false, Some(body)) => body.map_err(boxed).boxed(),
+                _ => empty(),
+            };
+            let upstream =
+                upstream_request(&parts, &backend.address, remote, is_upgrade, upstream_body);
+            match upstream.map(|upstream| self.client.request(upstream)) {
+                Ok(pending) => match pending.await {
+                    Ok(response) => break (index, response),
+                    Err(error) => {
+                        tracing::warn!(backend = %backend.address, %error, "node request failed");
+                        backend.record_failure(
+                            self.options.max_fails,
+                            Duration::from_secs(self.options.fail_timeout),
+                        );
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "cannot build the upstream request");
+                    return status(StatusCode::BAD_REQUEST);
+                }
+            }
+            if let Some(sid) = &sid {
+                self.forget(sid);
+                return self.unknown_sid();
+            }
+            if !retryable {
+                return status(StatusCode::BAD_GATEWAY);
+            }
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let backend_upgrade = hyper::upgrade::on(&mut response);
+                self.tunnel(index, sid.clone(), client_upgrade, backend_upgrade);
+            }
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, empty());
+        }
+        let is_handshake = is_socketio
+            && sid.is_none()
+            && parts.method == Method::GET
+            && query_param(&query, "transport") == Some("polling")
+            && response.status() == StatusCode::OK;
+        if is_handshake {
+            return self.learn_session(index, response).await;
+        }
+        if sid.is_some() && response.status() == StatusCode::BAD_REQUEST {
+            // The node no longer knows the session (closed or expired there).
+            if let Some(sid) = &sid {
+                self.forget(sid);
+            }
+        }
+        let (parts, body) = response.into_parts();
+        Response::from_parts(parts, body.map_err(boxed).boxed())
+    }
+
+    fn cookie_backend(&self, headers: &HeaderMap) -> Option<usize> {
+        let name = &self.options.cookie_name;
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| value.parse::<usize>().ok())
+            .filter(|index| *index < self.backends.len())
+    }
+
+    /// Reads the sid from a polling handshake answer and remembers its node.
+    async fn learn_session(
+        &self,
+        index: usize,
+        response: Response<Incoming>,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = response.into_parts();
+        let body = match Limited::new(body, HANDSHAKE_BODY_LIMIT).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read a handshake answer");
+                return status(StatusCode::BAD_GATEWAY);
+            }
+        };
+        match handshake_sid(&body) {
+            Some(sid) => {
+                if self.sessions.insert(sid.to_owned(), index) {
+                    self.backends[index]
+                        .sessions
+                        .fetch_add(1, Ordering::Relaxed);
+                } else if self.options.sticky == Sticky::Sid {
+                    tracing::warn!(max = self.options.max_sessions, "session table full");
+                    return status(StatusCode::SERVICE_UNAVAILABLE);
+                }
+            }
+            None => tracing::debug!("handshake answer without a sid"),
+        }
+        if self.options.sticky == Sticky::Cookie {
+            let cookie = format!(
+                "{}={index}; Path=/; HttpOnly; SameSite=Lax",
+                self.options.cookie_name
+            );
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                parts.headers.append(header::SET_COOKIE, value);
+            }
+        }
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Response::from_parts(parts, full(body))
+    }
+
+    /// Copies bytes both ways between the client and the node until either side closes.
+    fn tunnel(
+        self: &Arc<Self>,
+        index: usize,
+        sid: Option<String>,
+        client: hyper::upgrade::OnUpgrade,
+        backend: hyper::upgrade::OnUpgrade,
+    ) {
+        let balancer = self.clone();
+        tokio::spawn(async move {
+            // A WebSocket without sid is a session of its own; an upgrade moves a known one.
+            if sid.is_none() {
+                balancer.backends[index]
+                    .sessions
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            match tokio::try_join!(client, backend) {
+                Ok((client, backend)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut backend = TokioIo::new(backend);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+                }
+                Err(error) => tracing::debug!(%error, "upgrade failed"),
+            }
+            match sid {
+                None => {
+                    balancer.backends[index]
+                        .sessions
+                        .fetch_sub(1, Ordering::Relaxed);
+                }
+                Some(sid) => balancer.forget(&sid),
+            }
+        });
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.backends
+            .iter()
+            .map(|b| b.sessions.load(Ordering::Relaxed).max(0) as usize)
+            .sum()
+    }
+
+    /// Sessions in the sticky table (polling handshakes learned, not yet expired).
+    pub fn tracked_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn backends_up(&self) -> usize {
+        self.backends.iter().filter(|b| b.available()).count()
+    }
+
+    /// `(address, up, sessions, requests)` of each node.
+    pub fn backend_stats(&self) -> Vec<(String, bool, i64, u64)> {
+        self.backends
+            .iter()
+            .map(|b| {
+                (
+                    b.address.clone(),
+                    b.available(),
+                    b.sessions.load(Ordering::Relaxed),
+                    b.requests.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+}
+
+fn boxed<E: Into<Box<dyn Error + Send + Sync>>>(error: E) -> Box<dyn Error + Send + Sync> {
+    error.into()
+}
+
+fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn status(status: StatusCode) -> Response<ProxyBody> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = status;
+    response
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// The sid of an Engine.IO open packet: `0{"sid":"...",...}`.
+fn handshake_sid(body: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("\"sid\":\"")? + 7;
+    let end = start + text[start..].find('"')?;
+    Some(&text[start..end])
+}
+
+/// Hop-by-hop headers, which a proxy must not forward (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn upstream_request(
+    parts: &http::request::Parts,
+    address: &str,
+    remote: SocketAddr,
+    is_upgrade: bool,
+    body: ProxyBody,
+) -> Result<Request<ProxyBody>, http::Error> {
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let uri: Uri = format!("http://{address}{path}").parse()?;
+    let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
+    if let Some(headers) = builder.headers_mut() {
+        for (name, value) in &parts.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if is_upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        let forwarded_for = match parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(previous) => format!("{previous}, {}", remote.ip()),
+            None => remote.ip().to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        }
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("http"),
+        );
+    }
+    builder.body(body)
+}
+
+async fn health_checks(balancer: std::sync::Weak<Balancer>) {
+    let client: Client<HttpConnector, ProxyBody> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    loop {
+        let Some(this) = balancer.upgrade() else {
+            return;
+        };
+        let interval = Duration::from_millis(this.options.health_interval);
+        for backend in &this.backends {
+            let uri = format!("http://{}{}", backend.address, this.options.health_path);
+            let healthy = match Request::get(uri).body(empty()) {
+                Ok(request) => matches!(
+                    tokio::time::timeout(Duration::from_secs(1), client.request(request)).await,
+                    // 404: the node has no health endpoint; it answers, so it is up.
+                    Ok(Ok(response)) if response.status().is_success() || response.status() == StatusCode::NOT_FOUND
+                ),
+                Err(_) => false,
+            };
+            backend.set_healthy(healthy);
+        }
+        drop(this);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn expire_sessions(balancer: std::sync::Weak<Balancer>) {
+    loop {
+        let Some(this) = balancer.upgrade() else {
+            return;
+        };
+        for index in this.sessions.expire() {
+            this.backends[index]
+                .sessions
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        let pause = Duration::from_secs(this.options.session_ttl).min(Duration::from_secs(5));
+        drop(this);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_sid_of_an_open_packet() {
+        let body =
+            br#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000}"#;
+        assert_eq!(handshake_sid(body), Some("lv_VI97HAXpY6yYWAAAC"));
+        assert_eq!(handshake_sid(b"0{}"), None);
+        assert_eq!(handshake_sid(b"\xff"), None);
+    }
+
+    #[test]
+    fn query_parameters() {
+        assert_eq!(
+            query_param("EIO=4&transport=polling&sid=abc", "sid"),
+            Some("abc")
+        );
+        assert_eq!(query_param("EIO=4", "sid"), None);
+    }
+}

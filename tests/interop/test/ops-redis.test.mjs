@@ -1,0 +1,72 @@
+// Readiness follows Redis: `ioscale serve --redis-url` answers /ready 503 "redis unavailable" while
+// redis-server is stopped and 200 again once it is back on the same port; ioscale_redis_up follows,
+// ioscale_redis_reconnects_total counts the reconnection, and broadcasts that could not be published
+// meanwhile are counted as dropped (local delivery goes on).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { MODES, connected, harness, next } from "./lib/harness.mjs";
+import { deltas, get, scrape, serve, waitUntil } from "./lib/ops-util.mjs";
+import { startRedis, waitForSubscribers } from "./lib/redis.mjs";
+
+test("/ready and redis metrics follow a Redis outage: 503 'redis unavailable', redis_up 0, then 200, redis_up 1, reconnects +1", { timeout: 60000 }, async (t) => {
+  const h = harness(t);
+  const redis = await startRedis({ h });
+  const node = await serve(h, ["--server-id", "ops-redis", "--redis-url", redis.url, "--stats-interval", "0", "--ping-interval", "600000", "--ping-timeout", "600000"]);
+  const admin = await redis.client();
+  await waitForSubscribers(admin, 1);
+  await admin.disconnect();
+
+  const ready0 = await get(`${node.url}/ready`);
+  assert.equal(ready0.status, 200);
+  assert.deepEqual(ready0.json, { ready: true });
+  const m0 = await scrape(node.url);
+  assert.equal(m0.value("ioscale_redis_up"), 1);
+  assert.equal(m0.value("ioscale_redis_reconnects_total"), 0);
+
+  const client = h.client(node.url, MODES.websocket);
+  await connected(client);
+
+  // Outage.
+  await redis.stop();
+  const down = await waitUntil(
+    async () => {
+      const res = await get(`${node.url}/ready`);
+      return res.status !== 200 && res;
+    },
+    { timeoutMs: 10000, label: "/ready not 200 after redis-server stopped" },
+  );
+  assert.equal(down.status, 503);
+  assert.match(down.headers["content-type"], /^application\/json/);
+  assert.deepEqual(down.json, { ready: false, reason: "redis unavailable" });
+  const m1 = await scrape(node.url);
+  assert.equal(m1.value("ioscale_redis_up"), 0);
+  // /health is liveness: still 200.
+  assert.equal((await get(`${node.url}/health`)).status, 200);
+
+  // A broadcast meanwhile reaches the local client; its cluster publication is dropped and counted.
+  const echo = next(client, "message");
+  client.emit("message", { message: "during the outage" });
+  assert.equal((await echo).message, "during the outage");
+  const m2 = await scrape(node.url);
+  const outage = deltas(m1, m2);
+  t.diagnostic(`broadcast during the outage: ${JSON.stringify(outage)}`);
+  assert.equal(outage['ioscale_dropped_packets_total{reason="redis_unavailable"}'], 1);
+  assert.equal(outage['ioscale_broadcasts_total{scope="cluster"}'], 1);
+
+  // Back on the same port.
+  await redis.start();
+  const up = await waitUntil(
+    async () => {
+      const res = await get(`${node.url}/ready`);
+      return res.status === 200 && res;
+    },
+    { timeoutMs: 20000, label: "/ready 200 after redis-server restarted" },
+  );
+  assert.deepEqual(up.json, { ready: true });
+  const m3 = await scrape(node.url);
+  assert.equal(m3.value("ioscale_redis_up"), 1);
+  t.diagnostic(`ioscale_redis_reconnects_total: ${m0.value("ioscale_redis_reconnects_total")} → ${m3.value("ioscale_redis_reconnects_total")}`);
+  assert.equal(m3.value("ioscale_redis_reconnects_total"), m0.value("ioscale_redis_reconnects_total") + 1);
+  assert.ok(node.running(), "the node survived the outage");
+  assert.ok(client.connected, "the local client stayed connected");
+});
