@@ -97,7 +97,7 @@ async function setup(t, kinds, { perNode = 2, rooms = true, data = false } = {})
   return { h, redis, nodes, clients, by, wire, admin };
 }
 
-/** Runs `body(cluster)`; on failure prints the tail of the Redis traffic as a diagnostic. */
+/** One test per topology running `fn(cluster, t)`; on failure prints the Redis traffic and the node logs. */
 function scenario(name, fn, { timeout = 30000, perNode, rooms, data } = {}) {
   for (const [topology, kinds] of Object.entries(TOPOLOGIES)) {
     test(`${topology}: ${name}`, { timeout }, async (t) => {
