@@ -37,12 +37,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     };
     install(&io, Arc::from(server_id.as_str()));
     let ops = Ops::new(io.clone(), cluster.clone(), Arc::from(server_id.as_str()));
-    let address = SocketAddr::new(options.host, options.port);
-    let listener = bind(address).await?;
-    let ops_listener = match options.ops_port {
-        Some(port) => Some(bind(SocketAddr::new(options.host, port)).await?),
-        None => None,
-    };
+    let (listener, ops_listener) =
+        bind_with_ops(options.host, options.port, options.ops_port).await?;
     tracing::info!(
         "listening on {}",
         listener.local_addr().context("listener has no address")?
@@ -118,10 +114,24 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+pub(crate) async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}"))
+}
+
+/// The main listener and, when a port is given, the operations listener.
+pub(crate) async fn bind_with_ops(
+    host: std::net::IpAddr,
+    port: u16,
+    ops_port: Option<u16>,
+) -> anyhow::Result<(tokio::net::TcpListener, Option<tokio::net::TcpListener>)> {
+    let listener = bind(SocketAddr::new(host, port)).await?;
+    let ops = match ops_port {
+        Some(port) => Some(bind(SocketAddr::new(host, port)).await?),
+        None => None,
+    };
+    Ok((listener, ops))
 }
 
 fn not_found() -> http::Response<ioscale::socket::Body> {

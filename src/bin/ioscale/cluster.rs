@@ -2,7 +2,7 @@
 //! ids `worker-<i>`) and the sticky balancer on the public port, in one command. A worker
 //! that exits is restarted; SIGTERM stops the balancer, then every worker gracefully.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
+use crate::app::bind_with_ops;
 use crate::config::{ClusterOptions, LogFormat};
 use crate::lb::command::{serve, shutdown};
 use crate::logging;
@@ -26,17 +27,7 @@ pub async fn run(options: ClusterOptions) -> anyhow::Result<()> {
         std::process::exit(2);
     };
     logging::init("cluster", options.log.log_format);
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(options.host, options.port))
-        .await
-        .with_context(|| format!("cannot listen on port {}", options.port))?;
-    let ops = match options.ops_port {
-        Some(port) => Some(
-            tokio::net::TcpListener::bind(SocketAddr::new(options.host, port))
-                .await
-                .with_context(|| format!("cannot listen on port {port}"))?,
-        ),
-        None => None,
-    };
+    let (listener, ops) = bind_with_ops(options.host, options.port, options.ops_port).await?;
     let executable = std::env::current_exe().context("cannot find the ioscale executable")?;
     let stopping = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(Notify::new());

@@ -1,29 +1,19 @@
 //! `ioscale lb` and the balancer's own `/health` and `/metrics`.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
 use anyhow::Context;
 use http::{Response, StatusCode, header};
 use ioscale::socket::serve_http;
 
 use super::{Balancer, ProxyBody, full};
+use crate::app::bind_with_ops;
 use crate::config::{BalancerOptions, LbOptions};
 use crate::logging;
 
 pub async fn run(options: LbOptions) -> anyhow::Result<()> {
     logging::init("lb", options.log.log_format);
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(options.host, options.port))
-        .await
-        .with_context(|| format!("cannot listen on port {}", options.port))?;
-    let ops = match options.ops_port {
-        Some(port) => Some(
-            tokio::net::TcpListener::bind(SocketAddr::new(options.host, port))
-                .await
-                .with_context(|| format!("cannot listen on port {port}"))?,
-        ),
-        None => None,
-    };
+    let (listener, ops) = bind_with_ops(options.host, options.port, options.ops_port).await?;
     serve(
         listener,
         ops,
