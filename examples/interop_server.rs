@@ -160,6 +160,153 @@ fn install(ns: &Arc<Namespace>) {
     ns.on("disconnect-me", |socket: &Arc<Socket>, _event| {
         socket.disconnect(false)
     });
+    ns.on("set-data", |socket, event| {
+        *socket.data.write() = event.payload.args.first().cloned().unwrap_or(Value::Null);
+        ack(event, json!(true));
+    });
+    install_cluster_events(ns);
+}
+
+/// The options object an event carries first.
+fn options_of(event: &Event) -> Value {
+    event.payload.args.first().cloned().unwrap_or(Value::Null)
+}
+
+/// Cluster-wide operations, triggered by a client so tests can drive them on any node.
+fn install_cluster_events(ns: &Arc<Namespace>) {
+    ns.on("cluster-fetch", |socket, event| {
+        let operator = operator(socket.namespace(), &options_of(&event));
+        tokio::spawn(async move {
+            let reply = match operator.fetch_sockets().await {
+                Ok(sockets) => {
+                    let mut sockets: Vec<Value> = sockets
+                        .iter()
+                        .map(|s| {
+                            json!({"id": s.id(), "rooms": s.rooms(), "data": s.data(),
+                                   "auth": s.handshake().get("auth")})
+                        })
+                        .collect();
+                    sockets.sort_by_key(|s| s["id"].as_str().unwrap_or_default().to_owned());
+                    json!({"ok": true, "sockets": sockets})
+                }
+                Err(error) => json!({"ok": false, "error": error.to_string()}),
+            };
+            ack(event, reply);
+        });
+    });
+    ns.on("cluster-join", |socket, event| {
+        let options = options_of(&event);
+        for room in strings(options.get("join")) {
+            operator(socket.namespace(), &options).sockets_join(room);
+        }
+        ack(event, json!(true));
+    });
+    ns.on("cluster-leave", |socket, event| {
+        let options = options_of(&event);
+        for room in strings(options.get("leave")) {
+            operator(socket.namespace(), &options).sockets_leave(room);
+        }
+        ack(event, json!(true));
+    });
+    ns.on("cluster-disconnect", |socket, event| {
+        let options = options_of(&event);
+        let close = options
+            .get("close")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        operator(socket.namespace(), &options).disconnect_sockets(close);
+        ack(event, json!(true));
+    });
+    ns.on("cluster-rooms", |socket, event| {
+        let ns = socket.namespace().clone();
+        tokio::spawn(async move {
+            let reply = match ns.all_rooms().await {
+                Ok(rooms) => {
+                    let mut rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+                    rooms.sort();
+                    json!({"ok": true, "rooms": rooms})
+                }
+                Err(error) => json!({"ok": false, "error": error.to_string()}),
+            };
+            ack(event, reply);
+        });
+    });
+    ns.on("cluster-count", |socket, event| {
+        let ns = socket.namespace().clone();
+        tokio::spawn(async move {
+            let reply = match ns.server_count().await {
+                Ok(count) => json!({"ok": true, "count": count}),
+                Err(error) => json!({"ok": false, "error": error.to_string()}),
+            };
+            ack(event, reply);
+        });
+    });
+    // `{event, args, ack}`: a server-side event to the other nodes, with or without acks.
+    ns.on("cluster-sse", |socket, event| {
+        let options = options_of(&event);
+        let name = options
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or("sse")
+            .to_owned();
+        let args = match options.get("args") {
+            Some(Value::Array(args)) => args.clone(),
+            _ => Vec::new(),
+        };
+        let payload = Payload {
+            args,
+            attachments: event.payload.attachments.clone(),
+        };
+        if options.get("ack") != Some(&Value::Bool(true)) {
+            socket.namespace().server_side_emit(&name, payload);
+            ack(event, json!(true));
+            return;
+        }
+        let ns = socket.namespace().clone();
+        tokio::spawn(async move {
+            let reply = match ns.server_side_emit_with_ack(&name, payload).await {
+                Ok(replies) => {
+                    let responses: Vec<Value> = replies
+                        .iter()
+                        .map(|r| r.args.first().cloned().unwrap_or(Value::Null))
+                        .collect();
+                    Payload {
+                        args: vec![json!({"ok": true, "responses": responses})],
+                        attachments: replies.into_iter().flat_map(|r| r.attachments).collect(),
+                    }
+                }
+                Err(error) => Payload::from(json!({"ok": false, "error": error.to_string()})),
+            };
+            ack(event, reply);
+        });
+    });
+    // Server-side events from other nodes: `ping-node` is answered with `["pong", ...args]`;
+    // `sse` and `sse-binary` are relayed to this node's clients as `sse-received`.
+    ns.on_server_event("ping-node", |payload, server_ack| {
+        if let Some(server_ack) = server_ack {
+            let mut args = payload.args;
+            args.insert(0, json!("pong"));
+            server_ack.send(Payload {
+                args: vec![Value::Array(args)],
+                attachments: payload.attachments,
+            });
+        }
+    });
+    for name in ["sse", "sse-binary"] {
+        let relay = ns.clone();
+        ns.on_server_event(name, move |payload, server_ack| {
+            relay.broadcast().local().emit(
+                "sse-received",
+                Payload {
+                    args: vec![json!({"event": name, "args": payload.args})],
+                    attachments: payload.attachments,
+                },
+            );
+            if let Some(server_ack) = server_ack {
+                server_ack.send(json!(format!("ack-{name}")));
+            }
+        });
+    }
 }
 
 #[tokio::main]
