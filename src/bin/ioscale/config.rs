@@ -27,6 +27,8 @@ pub enum Command {
     Lb(LbOptions),
     /// Run N worker nodes and the balancer in one command (needs Redis).
     Cluster(ClusterOptions),
+    /// Measure: N clients, broadcast latency, loss, order, server memory and CPU.
+    Bench(crate::bench::BenchOptions),
 }
 
 /// How requests of one Socket.IO session stick to one node.

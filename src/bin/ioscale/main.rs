@@ -1,6 +1,7 @@
 //! The `ioscale` command: a thin binary over the library.
 
 mod app;
+mod bench;
 mod cluster;
 mod config;
 mod lb;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
             Command::Serve(options) => app::serve(options).await,
             Command::Lb(options) => lb::command::run(options).await,
             Command::Cluster(options) => cluster::run(options).await,
+            Command::Bench(options) => bench::run(options).await,
         }
     });
     match result {

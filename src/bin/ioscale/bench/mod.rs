@@ -1,0 +1,419 @@
+//! `ioscale bench`: the scaling test. Opens N WebSocket clients over one or more URLs at
+//! a bounded rate, then S senders each emit M `message` events; every client measures
+//! delivery latency and checks every (sender, sequence) for loss, duplicates and order.
+//! Every phase is bounded in time, so the tool always stops by itself.
+
+mod client;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use client::{ClientPlan, message_text, pace};
+
+#[derive(Debug, Args)]
+pub struct BenchOptions {
+    /// Server or balancer URL (`http://host:port`); repeat to spread clients over several.
+    #[arg(long = "url", required = true)]
+    pub urls: Vec<String>,
+    /// Number of clients.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Transport of the clients (WebSocket; polling is not implemented by the tool yet).
+    #[arg(long, default_value = "websocket", value_parser = ["websocket"])]
+    pub transport: String,
+    /// New connections per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 2000)]
+    pub connect_rate: u32,
+    /// Bind outgoing sockets to 127.0.0.1 .. 127.0.0.N in turn (more ephemeral ports on loopback).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=250))]
+    pub local_addresses: u8,
+    /// Clients that send (the first ones).
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Messages each sender emits.
+    #[arg(long, default_value_t = 100)]
+    pub messages: usize,
+    /// Microseconds between two messages of one sender (0 = a burst).
+    #[arg(long, default_value_t = 10_000)]
+    pub interval_us: u64,
+    /// Seconds to wait for every connection.
+    #[arg(long, default_value_t = 120)]
+    pub connect_timeout: u64,
+    /// Seconds to keep the idle connections open before sending (memory measurements).
+    #[arg(long, default_value_t = 0)]
+    pub hold: u64,
+    /// Seconds to wait for the deliveries after the last message was sent.
+    #[arg(long, default_value_t = 30)]
+    pub drain_timeout: u64,
+    /// Socket.IO path.
+    #[arg(long, default_value = "/socket.io/")]
+    pub path: String,
+    /// A server process to measure (RSS and CPU); repeat for several.
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What every client reports into.
+pub struct Shared {
+    senders: usize,
+    messages: usize,
+    connect_timeout: Duration,
+    stop: watch::Sender<bool>,
+    connected: AtomicU64,
+    connect_failed: AtomicU64,
+    disconnected: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+    duplicates: AtomicU64,
+    reordered: AtomicU64,
+    connect_times: Mutex<Histogram<u64>>,
+    latencies: Mutex<Histogram<u64>>,
+    per_server: Mutex<BTreeMap<String, u64>>,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn record_connect(&self, elapsed: Duration, server_id: &str) {
+        self.connected.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .connect_times
+            .lock()
+            .record(elapsed.as_micros().max(1) as u64);
+        *self
+            .per_server
+            .lock()
+            .entry(server_id.to_owned())
+            .or_default() += 1;
+    }
+
+    fn record_latencies(&self, latencies: &[u64]) {
+        if latencies.is_empty() {
+            return;
+        }
+        let mut histogram = self.latencies.lock();
+        for latency in latencies {
+            let _ = histogram.record((*latency).max(1));
+        }
+    }
+
+    fn note_error(&self, error: &str) {
+        self.first_error
+            .lock()
+            .get_or_insert_with(|| error.to_owned());
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// 1 µs .. 10 min, 3 significant digits (valid bounds: construction cannot fail).
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).context("histogram bounds")
+}
+
+struct Target {
+    address: SocketAddr,
+    host: String,
+}
+
+fn resolve(url: &str) -> anyhow::Result<Target> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .with_context(|| format!("{url}: expected http://host:port"))?;
+    let host = rest.split('/').next().unwrap_or(rest).to_owned();
+    let address = host
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}"))?
+        .next()
+        .with_context(|| format!("no address for {host}"))?;
+    Ok(Target { address, host })
+}
+
+/// `(RSS KiB, CPU seconds)` of a process, from /proc.
+fn process_usage(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = 100.0; // USER_HZ on Linux
+    Some((rss, ticks as f64 / hz))
+}
+
+fn own_cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |usage| {
+        let user = usage.user_time();
+        let system = usage.system_time();
+        user.tv_sec() as f64
+            + user.tv_usec() as f64 / 1e6
+            + system.tv_sec() as f64
+            + system.tv_usec() as f64 / 1e6
+    })
+}
+
+fn progress(line: &str, json: bool) {
+    if !json {
+        eprintln!("{line}");
+    }
+}
+
+pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    if options.senders > options.clients {
+        bail!("--senders must not exceed --clients");
+    }
+    let targets: Vec<Target> = options
+        .urls
+        .iter()
+        .map(|url| resolve(url))
+        .collect::<anyhow::Result<_>>()?;
+    let (stop, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        senders: options.senders,
+        messages: options.messages,
+        connect_timeout: Duration::from_secs(options.connect_timeout),
+        stop,
+        connected: AtomicU64::new(0),
+        connect_failed: AtomicU64::new(0),
+        disconnected: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
+        reordered: AtomicU64::new(0),
+        connect_times: Mutex::new(histogram()?),
+        latencies: Mutex::new(histogram()?),
+        per_server: Mutex::new(BTreeMap::new()),
+        first_error: Mutex::new(None),
+    });
+    let usage_before: Vec<_> = options.pids.iter().map(|pid| process_usage(*pid)).collect();
+    let cpu_start = own_cpu_seconds();
+
+    // Phase 1: connect.
+    let connect_started = Instant::now();
+    let mut senders = Vec::new();
+    let mut tasks = Vec::with_capacity(options.clients);
+    for index in 0..options.clients {
+        let target = &targets[index % targets.len()];
+        let outgoing = if index < options.senders {
+            let (sender, receiver) = mpsc::channel(options.messages.max(1));
+            senders.push(sender);
+            Some(receiver)
+        } else {
+            None
+        };
+        let local_ip = (options.local_addresses > 1).then(|| {
+            IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                0,
+                1 + (index % options.local_addresses as usize) as u8,
+            ))
+        });
+        let plan = ClientPlan {
+            index,
+            server: target.address,
+            host: target.host.clone(),
+            path: options.path.clone(),
+            local_ip,
+            outgoing,
+        };
+        let shared = shared.clone();
+        let rate = options.connect_rate;
+        tasks.push(tokio::spawn(async move {
+            pace(plan.index, rate, connect_started).await;
+            client::run(plan, shared).await;
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(options.connect_timeout + 1);
+    let mut last_report = Instant::now();
+    loop {
+        let done = shared.connected.load(Ordering::Relaxed)
+            + shared.connect_failed.load(Ordering::Relaxed);
+        if done as usize >= options.clients || Instant::now() > deadline {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            progress(
+                &format!(
+                    "connecting: {} connected, {} failed",
+                    shared.connected.load(Ordering::Relaxed),
+                    shared.connect_failed.load(Ordering::Relaxed)
+                ),
+                options.json,
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connect_elapsed = connect_started.elapsed();
+    let connected = shared.connected.load(Ordering::Relaxed);
+    progress(
+        &format!(
+            "connected {connected} of {} in {:.2} s",
+            options.clients,
+            connect_elapsed.as_secs_f64()
+        ),
+        options.json,
+    );
+    if options.hold > 0 {
+        progress(
+            &format!("holding idle connections for {} s", options.hold),
+            options.json,
+        );
+        tokio::time::sleep(Duration::from_secs(options.hold)).await;
+    }
+    let usage_connected: Vec<_> = options.pids.iter().map(|pid| process_usage(*pid)).collect();
+
+    // Phase 2: broadcast.
+    let send_started = Instant::now();
+    let messages = options.messages;
+    let interval = Duration::from_micros(options.interval_us);
+    let sending: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(sender, channel)| {
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                for seq in 0..messages {
+                    if !interval.is_zero() {
+                        tokio::time::sleep_until(start + interval * seq as u32).await;
+                    }
+                    if channel.send(message_text(sender, seq)).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in sending {
+        let _ = task.await;
+    }
+    let expected = (options.senders * options.messages) as u64 * connected;
+    let drain_deadline = Instant::now() + Duration::from_secs(options.drain_timeout);
+    let mut last_report = Instant::now();
+    while shared.received.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            progress(
+                &format!(
+                    "delivering: {} of {expected}",
+                    shared.received.load(Ordering::Relaxed)
+                ),
+                options.json,
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let broadcast_elapsed = send_started.elapsed();
+    let usage_after: Vec<_> = options.pids.iter().map(|pid| process_usage(*pid)).collect();
+    let _ = shared.stop.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+
+    let received = shared.received.load(Ordering::Relaxed);
+    let latencies = shared.latencies.lock();
+    let connect_times = shared.connect_times.lock();
+    let servers: Vec<_> = options
+        .pids
+        .iter()
+        .enumerate()
+        .map(|(i, pid)| {
+            let before = usage_before[i];
+            let connected = usage_connected[i];
+            let after = usage_after[i];
+            let per_connection_kib = match (before, connected) {
+                (Some((b, _)), Some((c, _))) if connected_count(&shared, options.pids.len()) > 0 => {
+                    Some((c as f64 - b as f64) / connected_count(&shared, options.pids.len()) as f64)
+                }
+                _ => None,
+            };
+            let broadcast_cpu = match (connected, after) {
+                (Some((_, c)), Some((_, a))) => Some(a - c),
+                _ => None,
+            };
+            json!({
+                "pid": pid,
+                "rssKibBefore": before.map(|u| u.0),
+                "rssKibConnected": connected.map(|u| u.0),
+                "rssKibAfter": after.map(|u| u.0),
+                "rssKibPerConnection": per_connection_kib,
+                "cpuSecondsConnecting": match (before, connected) { (Some(b), Some(c)) => Some(c.1 - b.1), _ => None },
+                "cpuSecondsBroadcast": broadcast_cpu,
+            })
+        })
+        .collect();
+    let server_cpu_broadcast: f64 = servers
+        .iter()
+        .filter_map(|s| s["cpuSecondsBroadcast"].as_f64())
+        .sum();
+    let report = json!({
+        "clients": options.clients,
+        "connected": connected,
+        "connectFailed": shared.connect_failed.load(Ordering::Relaxed),
+        "connectSeconds": connect_elapsed.as_secs_f64(),
+        "connectRate": connected as f64 / connect_elapsed.as_secs_f64().max(1e-9),
+        "connectMicros": {"p50": connect_times.value_at_quantile(0.5), "p99": connect_times.value_at_quantile(0.99), "max": connect_times.max()},
+        "perServer": *shared.per_server.lock(),
+        "senders": options.senders,
+        "messagesPerSender": options.messages,
+        "sent": shared.sent.load(Ordering::Relaxed),
+        "expected": expected,
+        "received": received,
+        "lost": expected.saturating_sub(received),
+        "duplicates": shared.duplicates.load(Ordering::Relaxed),
+        "reordered": shared.reordered.load(Ordering::Relaxed),
+        "disconnected": shared.disconnected.load(Ordering::Relaxed),
+        "broadcastSeconds": broadcast_elapsed.as_secs_f64(),
+        "deliveriesPerSecond": received as f64 / broadcast_elapsed.as_secs_f64().max(1e-9),
+        "latencyMicros": {
+            "p50": latencies.value_at_quantile(0.5),
+            "p90": latencies.value_at_quantile(0.9),
+            "p99": latencies.value_at_quantile(0.99),
+            "max": latencies.max(),
+        },
+        "servers": servers,
+        "serverCpuMicrosPerDelivery": (received > 0 && server_cpu_broadcast > 0.0).then(|| server_cpu_broadcast * 1e6 / received as f64),
+        "benchCpuSeconds": own_cpu_seconds() - cpu_start,
+        "firstError": *shared.first_error.lock(),
+    });
+    if options.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Connections per measured server, assuming an even spread.
+fn connected_count(shared: &Shared, servers: usize) -> u64 {
+    shared.connected.load(Ordering::Relaxed) / servers.max(1) as u64
+}
