@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::SystemTime;
 
 use tokio::time::Instant;
 
@@ -255,12 +254,7 @@ impl<H: EngineHandler> Engine<H> {
         remote_addr: SocketAddr,
         transport: TransportKind,
     ) -> Arc<Session<H::Data>> {
-        let info = RequestInfo {
-            uri: request.uri().clone(),
-            headers: request.headers().clone(),
-            remote_addr,
-            issued: SystemTime::now(),
-        };
+        let info = RequestInfo::detached(request.uri(), request.headers(), remote_addr);
         let session = Arc::new(Session::new(
             Sid::random(),
             info,

@@ -83,6 +83,26 @@ pub struct RequestInfo {
     pub issued: SystemTime,
 }
 
+impl RequestInfo {
+    /// A copy that owns its bytes. The request's own header values and URI are slices of
+    /// the connection's read buffer (kilobytes); keeping them would keep that buffer alive
+    /// for the whole session.
+    pub(crate) fn detached(uri: &Uri, headers: &HeaderMap, remote_addr: SocketAddr) -> Self {
+        let mut owned = HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            if let Ok(value) = http::HeaderValue::from_bytes(value.as_bytes()) {
+                owned.append(name.clone(), value);
+            }
+        }
+        RequestInfo {
+            uri: uri.to_string().parse().unwrap_or_else(|_| uri.clone()),
+            headers: owned,
+            remote_addr,
+            issued: SystemTime::now(),
+        }
+    }
+}
+
 const POLLING: u8 = 0;
 const WEBSOCKET: u8 = 1;
 

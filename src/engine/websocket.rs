@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Small eager read buffer: idle connections should cost little (grows for big messages).
-const READ_BUFFER_SIZE: usize = 4096;
+const READ_BUFFER_SIZE: usize = 1024;
 /// Frames are batched up to this size per write (a flush writes whatever is left).
 const WRITE_BUFFER_SIZE: usize = 32 * 1024;
 
