@@ -115,10 +115,23 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address)
-        .await
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .context("cannot create a socket")?;
+    socket.set_reuseaddr(true).context("SO_REUSEADDR")?;
+    socket
+        .bind(address)
+        .with_context(|| format!("cannot listen on {address}"))?;
+    // A deep accept queue: thousands of clients reconnecting at once must not be dropped
+    // (the kernel caps it at net.core.somaxconn).
+    socket
+        .listen(LISTEN_BACKLOG)
         .with_context(|| format!("cannot listen on {address}"))
 }
+
+const LISTEN_BACKLOG: u32 = 8192;
 
 /// The main listener and, when a port is given, the operations listener.
 pub(crate) async fn bind_with_ops(
