@@ -50,21 +50,31 @@ pub async fn run(options: ClusterOptions) -> anyhow::Result<()> {
             stop.clone(),
         )));
     }
+    // Serve only once the workers answer, so the first clients do not meet a cluster
+    // whose nodes all look down.
+    for backend in &backends {
+        wait_until_listening(backend, Duration::from_secs(15)).await;
+    }
+    // On a signal the workers stop first, while the balancer still carries their last
+    // packets (a polling client collects its close through it); then the balancer stops.
+    let grace = Duration::from_secs(options.shutdown_timeout + 2);
+    let stop_workers = async move {
+        shutdown().await;
+        tracing::info!("stopping the workers");
+        stopping.store(true, Ordering::Release);
+        stop.notify_waiters();
+        for worker in workers {
+            let _ = tokio::time::timeout(grace, worker).await;
+        }
+    };
     serve(
         listener,
         ops,
         backends,
         options.balancer.clone(),
-        shutdown(),
+        stop_workers,
     )
     .await?;
-    tracing::info!("stopping the workers");
-    stopping.store(true, Ordering::Release);
-    stop.notify_waiters();
-    let grace = Duration::from_secs(options.shutdown_timeout + 2);
-    for worker in workers {
-        let _ = tokio::time::timeout(grace, worker).await;
-    }
     tracing::info!("cluster stopped");
     Ok(())
 }
@@ -141,6 +151,17 @@ async fn supervise(worker: Worker, stopping: Arc<AtomicBool>, stop: Arc<Notify>)
             }
         }
     }
+}
+
+async fn wait_until_listening(address: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tracing::warn!(address, "worker not listening yet: serving anyway");
 }
 
 fn free_port() -> std::io::Result<u16> {

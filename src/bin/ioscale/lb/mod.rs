@@ -147,10 +147,21 @@ impl Balancer {
         };
         let is_upgrade = is_upgrade_request(request.headers());
         let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
+        // A client closing its polling session says so in a tiny POST (`1`): read it, so
+        // the session stops counting at once rather than at its idle expiry.
         let (parts, body) = request.into_parts();
+        let peeked = match &sid {
+            Some(_) if parts.method == Method::POST => peek_small(&parts.headers, body).await,
+            _ => Peeked::Stream(body),
+        };
+        let closes = matches!(&peeked, Peeked::Read(bytes) if is_close_payload(bytes));
+        let mut peeked = Some(peeked);
+        // A request without sid on the Socket.IO path opens a session: it counts on its
+        // node from the choice on, so a burst of handshakes spreads by least-connection.
+        let opens_session = is_socketio && sid.is_none();
+        let mut reservation: Option<Reservation<'_>>;
         // Bodiless requests (handshakes, polls, upgrades) can be retried on another node.
         let retryable = parts.method == Method::GET && matches!(route, Route::New);
-        let mut body = Some(body);
         let mut tried = Vec::new();
         let (index, mut response) = loop {
             let index = match route {
@@ -163,8 +174,10 @@ impl Balancer {
             tried.push(index);
             let backend = &self.backends[index];
             backend.requests.fetch_add(1, Ordering::Relaxed);
-            let upstream_body = match (parts.method == Method::GET, body.take()) {
-                (false, Some(body)) => body.map_err(boxed).boxed(),
+            reservation = opens_session.then(|| Reservation::new(backend));
+            let upstream_body = match (parts.method == Method::GET, peeked.take()) {
+                (false, Some(Peeked::Stream(body))) => body.map_err(boxed).boxed(),
+                (false, Some(Peeked::Read(bytes))) => full(bytes),
                 _ => empty(),
             };
             let upstream =
@@ -193,9 +206,16 @@ impl Balancer {
                 return status(StatusCode::BAD_GATEWAY);
             }
         };
+        if closes && let Some(sid) = &sid {
+            self.forget(sid);
+        }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let backend_upgrade = hyper::upgrade::on(&mut response);
+                // The tunnel of a new WebSocket session releases its count when it ends.
+                if let Some(reservation) = reservation.take() {
+                    reservation.keep();
+                }
                 self.tunnel(index, sid.clone(), client_upgrade, backend_upgrade);
             }
             let (parts, _) = response.into_parts();
@@ -207,7 +227,9 @@ impl Balancer {
             && query_param(&query, "transport") == Some("polling")
             && response.status() == StatusCode::OK;
         if is_handshake {
-            return self.learn_session(index, response).await;
+            return self
+                .learn_session(index, response, reservation.take())
+                .await;
         }
         if sid.is_some() && response.status() == StatusCode::BAD_REQUEST {
             // The node no longer knows the session (closed or expired there).
@@ -237,6 +259,7 @@ impl Balancer {
         &self,
         index: usize,
         response: Response<Incoming>,
+        reservation: Option<Reservation<'_>>,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
         let body = match Limited::new(body, HANDSHAKE_BODY_LIMIT).collect().await {
@@ -249,9 +272,10 @@ impl Balancer {
         match handshake_sid(&body) {
             Some(sid) => {
                 if self.sessions.insert(sid.to_owned(), index) {
-                    self.backends[index]
-                        .sessions
-                        .fetch_add(1, Ordering::Relaxed);
+                    // The table entry now holds the count (released when it goes).
+                    if let Some(reservation) = reservation {
+                        reservation.keep();
+                    }
                 } else if self.options.sticky == Sticky::Sid {
                     tracing::warn!(max = self.options.max_sessions, "session table full");
                     return status(StatusCode::SERVICE_UNAVAILABLE);
@@ -282,12 +306,8 @@ impl Balancer {
     ) {
         let balancer = self.clone();
         tokio::spawn(async move {
-            // A WebSocket without sid is a session of its own; an upgrade moves a known one.
-            if sid.is_none() {
-                balancer.backends[index]
-                    .sessions
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            // A WebSocket without sid is a session of its own (counted when it was
+            // routed); an upgrade moves a known one.
             match tokio::try_join!(client, backend) {
                 Ok((client, backend)) => {
                     let mut client = TokioIo::new(client);
@@ -337,6 +357,63 @@ impl Balancer {
             })
             .collect()
     }
+}
+
+/// One session counted on a node until it is kept (handed to the session table or a
+/// tunnel) or dropped (the request did not open a session).
+struct Reservation<'a> {
+    backend: &'a Backend,
+    kept: bool,
+}
+
+impl<'a> Reservation<'a> {
+    fn new(backend: &'a Backend) -> Self {
+        backend.sessions.fetch_add(1, Ordering::Relaxed);
+        Reservation {
+            backend,
+            kept: false,
+        }
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.backend.sessions.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A request body: streamed through, or already read by the balancer.
+enum Peeked {
+    Stream(Incoming),
+    Read(Bytes),
+}
+
+/// Reads a body of at most a few bytes (a client's close packet fits); streams any other.
+async fn peek_small(headers: &HeaderMap, body: Incoming) -> Peeked {
+    const SMALL: usize = 16;
+    let small = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok())
+        .is_some_and(|length| length <= SMALL);
+    if !small {
+        return Peeked::Stream(body);
+    }
+    match Limited::new(body, SMALL).collect().await {
+        Ok(collected) => Peeked::Read(collected.to_bytes()),
+        Err(_) => Peeked::Read(Bytes::new()),
+    }
+}
+
+/// An Engine.IO payload ending with the close packet `1`.
+fn is_close_payload(bytes: &[u8]) -> bool {
+    bytes == b"1" || bytes.ends_with(b"\x1e1")
 }
 
 fn boxed<E: Into<Box<dyn Error + Send + Sync>>>(error: E) -> Box<dyn Error + Send + Sync> {
