@@ -46,38 +46,18 @@ impl Outbox {
     }
 
     pub fn push(&self, frame: Frame, volatile: bool) -> Result<(), PushError> {
-        {
-            let mut state = self.state.lock();
-            if state.closed {
-                return Err(PushError::Closed);
-            }
-            let len = frame.len();
-            // An empty queue always accepts one frame, so one large packet can still go out.
-            if state.bytes + len > self.max_bytes && !state.frames.is_empty() {
-                return Err(if volatile {
-                    PushError::VolatileDropped
-                } else {
-                    PushError::Full
-                });
-            }
-            state.bytes += len;
-            state.frames.push_back(frame);
-        }
-        self.ready.notify_one();
-        Ok(())
+        self.push_all(std::slice::from_ref(&frame), volatile)
     }
 
     /// Pushes several frames atomically (a packet and its binary attachments stay together).
     pub fn push_all(&self, frames: &[Frame], volatile: bool) -> Result<(), PushError> {
-        if let [frame] = frames {
-            return self.push(frame.clone(), volatile);
-        }
-        {
+        let was_empty = {
             let mut state = self.state.lock();
             if state.closed {
                 return Err(PushError::Closed);
             }
             let len: usize = frames.iter().map(Frame::len).sum();
+            // An empty queue always accepts one packet, so one large packet can still go out.
             if state.bytes + len > self.max_bytes && !state.frames.is_empty() {
                 return Err(if volatile {
                     PushError::VolatileDropped
@@ -85,10 +65,16 @@ impl Outbox {
                     PushError::Full
                 });
             }
+            let was_empty = state.frames.is_empty();
             state.bytes += len;
             state.frames.extend(frames.iter().cloned());
+            was_empty
+        };
+        // The drainer takes everything queued at once: only the first frame of a batch
+        // needs to wake it (a burst costs one wake per recipient, not one per packet).
+        if was_empty {
+            self.ready.notify_one();
         }
-        self.ready.notify_one();
         Ok(())
     }
 
@@ -124,9 +110,18 @@ impl Outbox {
         self.state.lock().closed
     }
 
-    /// Resolves after the next push or close (or at once if one happened since the last wait).
+    /// Resolves when frames are queued or the outbox is closed (at once if so already).
     pub async fn ready(&self) {
-        self.ready.notified().await;
+        let notified = self.ready.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let state = self.state.lock();
+            if !state.frames.is_empty() || state.closed {
+                return;
+            }
+        }
+        notified.await;
     }
 }
 

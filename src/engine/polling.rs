@@ -75,6 +75,10 @@ pub(crate) async fn poll<H: EngineHandler>(
             match session.close_reason() {
                 // The client closed: its pending poll just ends.
                 Some(CloseReason::TransportClose) => frames.push(Frame::NOOP),
+                // What was queued goes first; the close follows in the next poll (as the
+                // reference server does: the client hands packets that arrive together
+                // with a close to the application only after it reconnected).
+                Some(reason) if reason.flushes() && !frames.is_empty() => break,
                 _ => {
                     // A poll arriving after a server-side close gets `6` then `1` when
                     // nothing is left, as the reference server answers it.

@@ -233,11 +233,10 @@ impl<H: EngineHandler> Engine<H> {
         cors: Cors,
     ) -> Response<Body> {
         let session = self.open_session(&request, remote_addr, TransportKind::Polling);
-        let mut response = text_response(
-            self.open_packet(session.id, TransportKind::Polling),
-            "text/plain; charset=UTF-8",
-            &cors,
-        );
+        let open = self.open_packet(session.id, TransportKind::Polling);
+        Metrics::add(&self.shared.metrics.packets_sent, 1);
+        Metrics::add(&self.shared.metrics.bytes_sent, open.len() as u64);
+        let mut response = text_response(open, "text/plain; charset=UTF-8", &cors);
         if self.shared.config.cookie
             && let Ok(value) = format!("io={}; Path=/; HttpOnly; SameSite=Lax", session.id).parse()
         {

@@ -95,6 +95,8 @@ pub(crate) fn accept_fresh<H: EngineHandler>(
         };
         let mut socket = into_socket(&engine, upgraded).await;
         let open = engine.open_packet(session.id, TransportKind::WebSocket);
+        Metrics::add(&engine.shared.metrics.packets_sent, 1);
+        Metrics::add(&engine.shared.metrics.bytes_sent, open.len() as u64);
         if socket.send(WsMessage::Text(open.into())).await.is_err() {
             engine.shared.sessions.remove(&session.id);
             return;
@@ -149,6 +151,11 @@ async fn probe<D>(session: &Session<D>, socket: &mut Socket) -> Option<()> {
         };
         match (probed, text.as_str()) {
             (false, "2probe") => {
+                let metrics = session.metrics();
+                Metrics::add(&metrics.packets_received, 1);
+                Metrics::add(&metrics.bytes_received, 6);
+                Metrics::add(&metrics.packets_sent, 1);
+                Metrics::add(&metrics.bytes_sent, 6);
                 socket
                     .send(WsMessage::Text(Utf8Bytes::from_static("3probe")))
                     .await
@@ -156,7 +163,11 @@ async fn probe<D>(session: &Session<D>, socket: &mut Socket) -> Option<()> {
                 probed = true;
                 session.probed();
             }
-            (true, "5") => return Some(()),
+            (true, "5") => {
+                Metrics::add(&session.metrics().packets_received, 1);
+                Metrics::add(&session.metrics().bytes_received, 1);
+                return Some(());
+            }
             _ => return None,
         }
     }
@@ -188,9 +199,19 @@ async fn run_socket<H: EngineHandler>(
             _ = session.closed() => break,
             _ = session.outbox.ready() => {
                 session.outbox.drain_into(&mut batch);
+                let flush_timeout = engine.shared.config.ping_timeout;
+                let write = write_batch(&mut socket, &mut batch, &metrics);
+                tokio::pin!(write);
                 let written = tokio::select! {
-                    result = write_batch(&mut socket, &mut batch, &metrics) => result,
-                    _ = session.closed() => Ok(()),
+                    result = &mut write => result,
+                    // Closed mid-write: a graceful close still writes this batch (bounded);
+                    // an abort (ping timeout, slow consumer) drops it.
+                    _ = session.closed() => match session.close_reason() {
+                        Some(reason) if reason.flushes() => {
+                            tokio::time::timeout(flush_timeout, &mut write).await.unwrap_or(Ok(()))
+                        }
+                        _ => Ok(()),
+                    },
                 };
                 if written.is_err() {
                     session.close(CloseReason::TransportError);

@@ -16,11 +16,10 @@ use ioscale::{Event, Io, RoomEvent, Socket};
 use serde_json::{Value, json};
 
 use crate::config::ServeOptions;
-use crate::logging;
 
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let server_id = options.server_id();
-    logging::init(&server_id, options.log.log_format);
+    let shutdown = signals()?;
     let cluster = match options.redis_config() {
         Some(config) => {
             let cluster = RedisCluster::connect(config).context("cannot set up Redis")?;
@@ -49,7 +48,6 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             Duration::from_secs(options.stats_interval),
         ));
     }
-    let shutdown = signals();
     if let Some(ops_listener) = ops_listener {
         tracing::info!(
             "operations endpoints on {}",
@@ -167,32 +165,22 @@ struct Signals {
     received: tokio::sync::watch::Receiver<u32>,
 }
 
-fn signals() -> Signals {
+/// Registers the handlers at once (a signal right after startup must not kill the process).
+fn signals() -> anyhow::Result<Signals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let (count, received) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         loop {
-            #[cfg(unix)]
-            let terminated = async {
-                match terminate.as_mut() {
-                    Some(signal) => {
-                        signal.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let terminated = std::future::pending::<()>();
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminated => {}
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
             count.send_modify(|count| *count += 1);
         }
     });
-    Signals { received }
+    Ok(Signals { received })
 }
 
 impl Signals {

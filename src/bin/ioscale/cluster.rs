@@ -17,7 +17,6 @@ use tokio::sync::Notify;
 use crate::app::bind_with_ops;
 use crate::config::{ClusterOptions, LogFormat};
 use crate::lb::command::{serve, shutdown};
-use crate::logging;
 
 pub async fn run(options: ClusterOptions) -> anyhow::Result<()> {
     let Some(redis_url) = options.redis_url.clone() else {
@@ -26,7 +25,8 @@ pub async fn run(options: ClusterOptions) -> anyhow::Result<()> {
         );
         std::process::exit(2);
     };
-    logging::init("cluster", options.log.log_format);
+    // Handlers first: a signal during startup must still stop the workers.
+    let signal = shutdown();
     let (listener, ops) = bind_with_ops(options.host, options.port, options.ops_port).await?;
     let executable = std::env::current_exe().context("cannot find the ioscale executable")?;
     let stopping = Arc::new(AtomicBool::new(false));
@@ -59,7 +59,7 @@ pub async fn run(options: ClusterOptions) -> anyhow::Result<()> {
     // packets (a polling client collects its close through it); then the balancer stops.
     let grace = Duration::from_secs(options.shutdown_timeout + 2);
     let stop_workers = async move {
-        shutdown().await;
+        signal.await;
         tracing::info!("stopping the workers");
         stopping.store(true, Ordering::Release);
         stop.notify_waiters();

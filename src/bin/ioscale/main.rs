@@ -26,6 +26,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let logs = match &cli.command {
+        Command::Serve(options) => Some((options.server_id(), options.log.log_format)),
+        Command::Lb(options) => Some(("lb".to_owned(), options.log.log_format)),
+        Command::Cluster(options) => Some(("cluster".to_owned(), options.log.log_format)),
+        Command::Bench(_) => None,
+    };
+    if let Some((id, format)) = &logs {
+        logging::init(id, *format);
+    }
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(options) => app::serve(options).await,
@@ -37,7 +46,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("ioscale: {error:#}");
+            if logs.is_some() {
+                tracing::error!("{error:#}");
+            } else {
+                eprintln!("ioscale: {error:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -9,10 +9,8 @@ use ioscale::socket::serve_http;
 use super::{Balancer, ProxyBody, full};
 use crate::app::bind_with_ops;
 use crate::config::{BalancerOptions, LbOptions};
-use crate::logging;
 
 pub async fn run(options: LbOptions) -> anyhow::Result<()> {
-    logging::init("lb", options.log.log_format);
     let (listener, ops) = bind_with_ops(options.host, options.port, options.ops_port).await?;
     serve(
         listener,
@@ -142,25 +140,24 @@ fn metrics(balancer: &Balancer) -> String {
     out
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown() {
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
+/// Resolves on SIGINT or SIGTERM. The handlers are registered when this is called, not
+/// when the future is first polled.
+pub fn shutdown() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
+            }
+            _ => {
+                tracing::warn!("cannot handle signals: stop with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

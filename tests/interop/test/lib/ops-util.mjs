@@ -244,3 +244,84 @@ function freeTcpPort() {
     });
   });
 }
+
+/**
+ * A TCP proxy to 127.0.0.1:`targetPort` that can hold back what clients send (hold() / release()),
+ * so a test decides when a request reaches the server. Each client connection gets its upstream
+ * connection at once, so a held request travels over a connection the server already accepted.
+ * Closed at the end of the test.
+ */
+export async function holdingProxy(h, targetPort) {
+  let held = false;
+  const pairs = new Set();
+  const server = net.createServer((client) => {
+    const pair = { client, up: net.connect({ port: targetPort, host: "127.0.0.1" }), queue: [], ended: false, requests: 0, responses: 0, lastMethod: null };
+    pairs.add(pair);
+    const destroy = () => {
+      client.destroy();
+      pair.up.destroy();
+      pairs.delete(pair);
+    };
+    client.on("error", destroy);
+    pair.up.on("error", destroy);
+    client.on("close", destroy);
+    pair.up.on("close", destroy);
+    pair.up.pipe(client);
+    // HTTP/1.1 requests and responses on one connection alternate: counting the chunks that start
+    // one tells whether the server holds a request of this connection.
+    pair.up.on("data", (chunk) => {
+      if (chunk.subarray(0, 9).toString("latin1") === "HTTP/1.1 ") pair.responses++;
+    });
+    const forward = (chunk) => {
+      const method = /^(GET|POST) /.exec(chunk.subarray(0, 5).toString("latin1"));
+      if (method) {
+        pair.requests++;
+        pair.lastMethod = method[1];
+      }
+      pair.up.write(chunk);
+    };
+    pair.forward = forward;
+    client.on("data", (chunk) => (held ? pair.queue.push(chunk) : forward(chunk)));
+    client.on("end", () => {
+      if (held) pair.ended = true;
+      else pair.up.end();
+    });
+  });
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const proxy = {
+    port: server.address().port,
+    url: `http://127.0.0.1:${server.address().port}`,
+    hold() {
+      held = true;
+    },
+    /** Forwards what was held, in order, and stops holding. Returns how many chunks were held. */
+    release() {
+      held = false;
+      let chunks = 0;
+      for (const pair of pairs) {
+        for (const chunk of pair.queue.splice(0)) {
+          chunks++;
+          pair.forward(chunk);
+        }
+        if (pair.ended) pair.up.end();
+      }
+      return chunks;
+    },
+    /** Whether the server holds an unanswered GET from one of the proxied connections (a pending long poll). */
+    pendingGet: () => [...pairs].some((p) => p.requests > p.responses && p.lastMethod === "GET"),
+    heldChunks: () => [...pairs].reduce((n, p) => n + p.queue.length, 0),
+    close() {
+      for (const { client, up } of pairs) {
+        client.destroy();
+        up.destroy();
+      }
+      pairs.clear();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+  h.defer(() => proxy.close());
+  return proxy;
+}
