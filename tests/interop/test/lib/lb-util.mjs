@@ -79,12 +79,12 @@ export async function startNode(h, { serverId, redisUrl, port, args = [] }) {
       }
       throw new Error(`cannot start ${serverId}${fixed ? ` on port ${node.port}` : ""}: ${lastError?.message}`);
     },
-    /** Sends `signal` (SIGKILL by default) and waits for the exit. */
+    /** Sends `signal` (SIGKILL by default), waits for the exit and returns its { code, signal }. */
     async kill(signal = "SIGKILL") {
-      if (!node.running()) return;
+      if (!node.running()) return undefined;
       const exited = run.exited;
       run.proc.kill(signal);
-      await exited;
+      return await exited;
     },
   };
   await node.start();
