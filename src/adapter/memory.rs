@@ -273,6 +273,11 @@ impl MemoryAdapter {
         delivered
     }
 
+    /// Whether some local socket is in the room.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
     /// `fetch_sockets` on this node.
     pub fn local_infos(&self, target: &Target) -> Vec<SocketInfo> {
         let mut recipients = Vec::new();

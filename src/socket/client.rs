@@ -56,10 +56,14 @@ impl ClientState {
 
     /// Disconnects every socket of the connection.
     pub(crate) fn remove_all(&self, reason: DisconnectReason) {
-        let sockets = std::mem::take(&mut *self.sockets.lock());
-        for socket in sockets {
+        for socket in self.take_all() {
             socket.on_close(reason);
         }
+    }
+
+    /// Forgets every socket of the connection and returns them.
+    pub(crate) fn take_all(&self) -> Vec<Arc<Socket>> {
+        std::mem::take(&mut *self.sockets.lock())
     }
 }
 

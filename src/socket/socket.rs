@@ -279,13 +279,16 @@ impl Socket {
         if !self.connected() {
             return;
         }
-        let _ = self.send_packet(&Packet::disconnect(self.ns.name()), false);
         if close_connection {
-            self.session
-                .data
-                .remove_all(DisconnectReason::ForcedServerClose);
+            // As the reference server: every namespace of the connection is told (so the
+            // client does not reconnect any of them), then the connection closes.
+            for socket in self.session.data.take_all() {
+                let _ = socket.send_packet(&Packet::disconnect(socket.ns.name()), false);
+                socket.on_close(DisconnectReason::ServerNamespaceDisconnect);
+            }
             self.session.close(CloseReason::ForcedClose);
         } else {
+            let _ = self.send_packet(&Packet::disconnect(self.ns.name()), false);
             self.session.data.remove(self.ns.name());
             self.on_close(DisconnectReason::ServerNamespaceDisconnect);
         }

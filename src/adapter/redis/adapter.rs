@@ -117,7 +117,7 @@ impl RedisAdapter {
     pub(super) fn on_broadcast(&self, room: Option<&str>, bytes: &[u8]) -> Result<(), WireError> {
         // A single-room message for a room nobody here is in: nothing to decode.
         if let Some(room) = room
-            && self.local.sockets(&single_room(room)).is_empty()
+            && !self.local.has_room(room)
         {
             return Ok(());
         }
@@ -362,13 +362,6 @@ impl RedisAdapter {
         self.this
             .upgrade()
             .ok_or_else(|| AdapterError::Unavailable("namespace closed".into()))
-    }
-}
-
-fn single_room(room: &str) -> Target {
-    Target {
-        rooms: vec![Room::from(room)],
-        except: Vec::new(),
     }
 }
 
