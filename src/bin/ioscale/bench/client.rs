@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use super::{Shared, now_micros};
 
 /// Latencies are handed to the shared histogram in batches (few lock takings).
-const LATENCY_BATCH: usize = 256;
+pub(super) const LATENCY_BATCH: usize = 256;
 
 pub struct ClientPlan {
     pub index: usize,
@@ -150,7 +150,7 @@ async fn next_text(ws: &mut Ws) -> Result<String, String> {
     }
 }
 
-fn server_info_id(text: &str) -> Option<&str> {
+pub(super) fn server_info_id(text: &str) -> Option<&str> {
     let rest = text.strip_prefix("42[\"server-info\",")?;
     let start = rest.find("\"serverId\":\"")? + 12;
     let end = start + rest[start..].find('"')?;
@@ -166,7 +166,7 @@ pub fn message_text(sender: usize, seq: usize) -> String {
 }
 
 /// `(sender, seq, sent at)` of a relayed benchmark message, without a JSON parse.
-fn parse_message(text: &str) -> Option<(usize, usize, u64)> {
+pub(super) fn parse_message(text: &str) -> Option<(usize, usize, u64)> {
     if !text.starts_with("42[\"message\"") {
         return None;
     }
@@ -181,20 +181,20 @@ fn parse_message(text: &str) -> Option<(usize, usize, u64)> {
 }
 
 /// Which (sender, sequence) pairs one client saw: loss, duplicates and order.
-struct Tracker {
+pub(super) struct Tracker {
     seen: Vec<Vec<u64>>,
     highest: Vec<Option<usize>>,
 }
 
 impl Tracker {
-    fn new(senders: usize, messages: usize) -> Self {
+    pub(super) fn new(senders: usize, messages: usize) -> Self {
         Tracker {
             seen: vec![vec![0; messages.div_ceil(64)]; senders],
             highest: vec![None; senders],
         }
     }
 
-    fn record(&mut self, sender: usize, seq: usize, shared: &Shared) {
+    pub(super) fn record(&mut self, sender: usize, seq: usize, shared: &Shared) {
         let (Some(bits), Some(highest)) = (self.seen.get_mut(sender), self.highest.get_mut(sender))
         else {
             return;

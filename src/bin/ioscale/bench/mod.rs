@@ -4,6 +4,7 @@
 //! Every phase is bounded in time, so the tool always stops by itself.
 
 mod client;
+mod polling;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -28,8 +29,9 @@ pub struct BenchOptions {
     /// Number of clients.
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
-    /// Transport of the clients (WebSocket; polling is not implemented by the tool yet).
-    #[arg(long, default_value = "websocket", value_parser = ["websocket"])]
+    /// Transport of the clients: websocket, or polling (HTTP long-polling only; no local
+    /// address rotation).
+    #[arg(long, default_value = "websocket", value_parser = ["websocket", "polling"])]
     pub transport: String,
     /// New connections per second (0 = as fast as possible).
     #[arg(long, default_value_t = 2000)]
@@ -214,6 +216,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let cpu_start = own_cpu_seconds();
 
     // Phase 1: connect.
+    let http = (options.transport == "polling").then(polling::http_client);
     let connect_started = Instant::now();
     let mut senders = Vec::new();
     let mut tasks = Vec::with_capacity(options.clients);
@@ -244,9 +247,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         };
         let shared = shared.clone();
         let rate = options.connect_rate;
+        let http = http.clone();
         tasks.push(tokio::spawn(async move {
             pace(plan.index, rate, connect_started).await;
-            client::run(plan, shared).await;
+            match http {
+                Some(http) => polling::run(plan, shared, http).await,
+                None => client::run(plan, shared).await,
+            }
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(options.connect_timeout + 1);
