@@ -179,9 +179,35 @@ fn own_cpu_seconds() -> f64 {
     })
 }
 
-fn progress(line: &str, json: bool) {
-    if !json {
-        eprintln!("{line}");
+/// Live counts: a spinner line on a terminal, plain lines otherwise, nothing with `--json`.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(json: bool) -> Self {
+        use std::io::IsTerminal;
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Progress { bar, quiet: json }
+    }
+
+    fn show(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(line.to_owned()),
+            None if !self.quiet => eprintln!("{line}"),
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
@@ -215,6 +241,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let usage_before: Vec<_> = options.pids.iter().map(|pid| process_usage(*pid)).collect();
     let cpu_start = own_cpu_seconds();
 
+    let progress = Progress::new(options.json);
     // Phase 1: connect.
     let http = (options.transport == "polling").then(polling::http_client);
     let connect_started = Instant::now();
@@ -265,33 +292,24 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             break;
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
-            progress(
-                &format!(
-                    "connecting: {} connected, {} failed",
-                    shared.connected.load(Ordering::Relaxed),
-                    shared.connect_failed.load(Ordering::Relaxed)
-                ),
-                options.json,
-            );
+            progress.show(&format!(
+                "connecting: {} connected, {} failed",
+                shared.connected.load(Ordering::Relaxed),
+                shared.connect_failed.load(Ordering::Relaxed)
+            ));
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let connect_elapsed = connect_started.elapsed();
     let connected = shared.connected.load(Ordering::Relaxed);
-    progress(
-        &format!(
-            "connected {connected} of {} in {:.2} s",
-            options.clients,
-            connect_elapsed.as_secs_f64()
-        ),
-        options.json,
-    );
+    progress.show(&format!(
+        "connected {connected} of {} in {:.2} s",
+        options.clients,
+        connect_elapsed.as_secs_f64()
+    ));
     if options.hold > 0 {
-        progress(
-            &format!("holding idle connections for {} s", options.hold),
-            options.json,
-        );
+        progress.show(&format!("holding idle connections for {} s", options.hold));
         tokio::time::sleep(Duration::from_secs(options.hold)).await;
     }
     let usage_connected: Vec<_> = options.pids.iter().map(|pid| process_usage(*pid)).collect();
@@ -325,19 +343,17 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let mut last_report = Instant::now();
     while shared.received.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
         if last_report.elapsed() >= Duration::from_secs(1) {
-            progress(
-                &format!(
-                    "delivering: {} of {expected}",
-                    shared.received.load(Ordering::Relaxed)
-                ),
-                options.json,
-            );
+            progress.show(&format!(
+                "delivering: {} of {expected}",
+                shared.received.load(Ordering::Relaxed)
+            ));
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let broadcast_elapsed = send_started.elapsed();
     let usage_after: Vec<_> = options.pids.iter().map(|pid| process_usage(*pid)).collect();
+    progress.finish();
     let _ = shared.stop.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
