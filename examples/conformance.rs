@@ -49,6 +49,7 @@ fn socketio_server() -> Io {
     let io = Io::new(IoConfig {
         engine: engine_config("/socket.io/"),
         connect_timeout: Duration::from_millis(1000),
+        ..IoConfig::default()
     });
     for name in ["/", "/custom"] {
         let ns = io.of(name);

@@ -128,7 +128,7 @@ fn install(ns: &Arc<Namespace>) {
                     args: vec![json!({"ok": true, "response": response.args})],
                     attachments: response.attachments,
                 },
-                Err(error) => Payload::from(json!({"ok": false, "error": if error == ioscale::AckError::Timeout { "timeout" } else { "disconnected" }})),
+                Err(error) => Payload::from(json!({"ok": false, "error": match error { ioscale::AckError::Timeout => "timeout", _ => "disconnected" }})),
             };
             ack(event, reply);
         });

@@ -23,6 +23,29 @@ pub const DISCONNECT_REASONS: [&str; 9] = [
     "server namespace disconnect",
 ];
 
+/// Limits that refused something, in the order [`Metrics::limit_rejections`] counts them.
+pub const LIMITS: [&str; 7] = [
+    "connections",
+    "connections_per_ip",
+    "url_length",
+    "event_rate",
+    "rooms_per_socket",
+    "namespaces_per_connection",
+    "pending_acks",
+];
+
+/// Which limit refused something (index into [`LIMITS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Connections,
+    ConnectionsPerIp,
+    UrlLength,
+    EventRate,
+    RoomsPerSocket,
+    NamespacesPerConnection,
+    PendingAcks,
+}
+
 /// Engine.IO handshake and request error codes 0-5, as [`Metrics::handshake_errors`] counts them.
 pub const HANDSHAKE_ERROR_CODES: usize = 6;
 
@@ -44,12 +67,27 @@ pub struct Metrics {
     pub slow_consumers: AtomicU64,
     pub disconnects: [AtomicU64; DISCONNECT_REASONS.len()],
     pub handshake_errors: [AtomicU64; HANDSHAKE_ERROR_CODES],
+    pub limit_rejections: [AtomicU64; LIMITS.len()],
     pub fanout: Histogram,
 }
 
 impl Metrics {
     pub(crate) fn add(counter: &AtomicU64, value: u64) {
         counter.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Counts a refusal and logs it: the first time, then at every power of two, so a
+    /// flood cannot flood the logs too.
+    pub(crate) fn limit_hit(&self, limit: Limit, detail: &str) {
+        let count = self.limit_rejections[limit as usize].fetch_add(1, Ordering::Relaxed) + 1;
+        if count.is_power_of_two() {
+            tracing::warn!(
+                limit = LIMITS[limit as usize],
+                count,
+                detail,
+                "limit reached"
+            );
+        }
     }
 }
 

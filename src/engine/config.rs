@@ -21,6 +21,12 @@ pub struct EngineConfig {
     pub cookie: bool,
     /// Origins allowed by CORS and the origin check. Default same-origin only.
     pub allowed_origins: AllowedOrigins,
+    /// Most open sessions on this server; handshakes beyond get 503. Default unlimited.
+    pub max_connections: Option<usize>,
+    /// Most open sessions from one client IP; handshakes beyond get 429. Default unlimited.
+    pub max_connections_per_ip: Option<usize>,
+    /// Longest request target (path and query) accepted; longer gets 414. Default 8 KiB.
+    pub max_url_length: usize,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +41,9 @@ impl Default for EngineConfig {
             transports: Transports::default(),
             cookie: false,
             allowed_origins: AllowedOrigins::SameOrigin,
+            max_connections: None,
+            max_connections_per_ip: None,
+            max_url_length: 8192,
         }
     }
 }

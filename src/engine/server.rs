@@ -1,6 +1,6 @@
 //! The Engine.IO server: request routing, handshakes, the session table and heartbeats.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -19,7 +19,7 @@ use super::packet::{Frame, Packet, PacketType};
 use super::session::{CloseReason, RequestInfo, Session, TransportKind};
 use super::sid::Sid;
 use super::{EngineHandler, Message, polling, websocket};
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, Metrics};
 
 /// An Engine.IO server. Cheap to clone; clones share sessions.
 pub struct Engine<H: EngineHandler> {
@@ -43,6 +43,42 @@ pub(crate) struct Shared<H: EngineHandler> {
     pub active_websockets: AtomicUsize,
     /// Set by `close_all`: no new session is opened.
     pub closing: AtomicBool,
+    /// Open sessions per client IP (kept only with a per-IP limit).
+    pub per_ip: DashMap<IpAddr, usize>,
+}
+
+impl<H: EngineHandler> Shared<H> {
+    /// Forgets a session (and its place in the per-IP count).
+    pub(crate) fn remove_session(&self, session: &Session<H::Data>) {
+        if self.sessions.remove(&session.id).is_some()
+            && self.config.max_connections_per_ip.is_some()
+        {
+            let ip = session.request.remote_addr.ip();
+            self.per_ip.remove_if_mut(&ip, |_, count| {
+                *count = count.saturating_sub(1);
+                *count == 0
+            });
+        }
+    }
+
+    /// Admits a new session within the connection limits, or gives the refusal's status.
+    fn admit(&self, ip: IpAddr) -> Result<(), StatusCode> {
+        if let Some(max) = self.config.max_connections
+            && self.sessions.len() >= max
+        {
+            self.metrics
+                .limit_hit(Limit::Connections, "max connections");
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        if let Some(max) = self.config.max_connections_per_ip
+            && self.per_ip.get(&ip).is_some_and(|count| *count >= max)
+        {
+            self.metrics
+                .limit_hit(Limit::ConnectionsPerIp, &ip.to_string());
+            return Err(StatusCode::TOO_MANY_REQUESTS);
+        }
+        Ok(())
+    }
 }
 
 impl<H: EngineHandler> Engine<H> {
@@ -60,6 +96,7 @@ impl<H: EngineHandler> Engine<H> {
                 metrics,
                 active_websockets: AtomicUsize::new(0),
                 closing: AtomicBool::new(false),
+                per_ip: DashMap::new(),
             }),
         }
     }
@@ -159,6 +196,16 @@ impl<H: EngineHandler> Engine<H> {
         cors: Cors,
     ) -> Result<Response<Body>, (EngineError, Cors)> {
         let config = &self.shared.config;
+        let target_length = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len());
+        if target_length > config.max_url_length {
+            self.shared
+                .metrics
+                .limit_hit(Limit::UrlLength, "long request target");
+            return Ok(status_response(StatusCode::URI_TOO_LONG, &cors));
+        }
         let query = request.uri().query().unwrap_or("");
         let transport = match query_param(query, "transport") {
             Some("polling") if config.transports.polling => TransportKind::Polling,
@@ -214,6 +261,9 @@ impl<H: EngineHandler> Engine<H> {
         if self.shared.closing.load(Ordering::Acquire) {
             return Ok(status_response(StatusCode::SERVICE_UNAVAILABLE, &cors));
         }
+        if let Err(status) = self.shared.admit(remote_addr.ip()) {
+            return Ok(status_response(status, &cors));
+        }
         if query_param(query, "EIO") != Some("4") {
             return Err((EngineError::UnsupportedProtocolVersion, cors));
         }
@@ -263,6 +313,9 @@ impl<H: EngineHandler> Engine<H> {
             self.shared.metrics.clone(),
         ));
         self.shared.sessions.insert(session.id, session.clone());
+        if self.shared.config.max_connections_per_ip.is_some() {
+            *self.shared.per_ip.entry(remote_addr.ip()).or_insert(0) += 1;
+        }
         session
     }
 
@@ -304,7 +357,7 @@ impl<H: EngineHandler> Engine<H> {
                 let _ =
                     tokio::time::timeout(shared.config.ping_timeout, session.final_poll()).await;
             }
-            shared.sessions.remove(&session.id);
+            shared.remove_session(&session);
         });
     }
 }

@@ -89,7 +89,7 @@ pub(crate) fn accept_fresh<H: EngineHandler>(
             Ok(upgraded) => upgraded,
             Err(error) => {
                 tracing::debug!(%error, "websocket upgrade failed");
-                engine.shared.sessions.remove(&session.id);
+                engine.shared.remove_session(&session);
                 return;
             }
         };
@@ -98,7 +98,7 @@ pub(crate) fn accept_fresh<H: EngineHandler>(
         Metrics::add(&engine.shared.metrics.packets_sent, 1);
         Metrics::add(&engine.shared.metrics.bytes_sent, open.len() as u64);
         if socket.send(WsMessage::Text(open.into())).await.is_err() {
-            engine.shared.sessions.remove(&session.id);
+            engine.shared.remove_session(&session);
             return;
         }
         engine.start(session.clone());

@@ -21,6 +21,8 @@ pub enum AckError {
     Timeout,
     #[error("socket disconnected")]
     Disconnected,
+    #[error("too many acks pending on this socket")]
+    TooManyPending,
 }
 
 /// The outcome of a broadcast with acks: every reply that came in time (each client's

@@ -11,6 +11,7 @@ use super::packet::{Decoder, Packet, PacketKind};
 use super::payload::Payload;
 use super::socket::{AckSender, DisconnectReason, Event, Socket, encode_frames};
 use crate::engine::{CloseReason, Message, Session};
+use crate::metrics::Limit;
 
 /// Socket.IO's cap on binary attachments per packet.
 const MAX_ATTACHMENTS: usize = 10;
@@ -126,6 +127,10 @@ fn on_event(socket: &Arc<Socket>, packet: Packet) {
         }
         None => return,
     };
+    if !socket.take_event_token() {
+        socket.exceeded_event_rate();
+        return;
+    }
     let Some(handler) = socket.handler(&name) else {
         return;
     };
@@ -139,6 +144,15 @@ fn connect(io: &Arc<IoInner>, session: &ClientSession, packet: Packet) {
         let _ = session.send(&encode_frames(&error), false);
         return;
     };
+    let joined = session.data.sockets.lock().len() + session.data.connecting.lock().len();
+    if joined >= io.limits().namespaces_per_connection {
+        session
+            .metrics()
+            .limit_hit(Limit::NamespacesPerConnection, &packet.nsp);
+        let error = Packet::connect_error(&packet.nsp, json!({"message": "too many namespaces"}));
+        let _ = session.send(&encode_frames(&error), false);
+        return;
+    }
     let auth = match packet.data {
         Some(auth @ Value::Object(_)) => auth,
         _ => json!({}),

@@ -35,6 +35,37 @@ pub struct IoConfig {
     pub engine: EngineConfig,
     /// Time a new connection has to join a namespace before it is closed. Default 45 s.
     pub connect_timeout: Duration,
+    /// Per-socket limits.
+    pub limits: SocketLimits,
+}
+
+/// Limits on what one client may do. Each refusal is counted
+/// (`ioscale_limit_rejections_total{limit}`) and logged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SocketLimits {
+    /// Namespaces one connection may join; more get CONNECT_ERROR. Default 64.
+    pub namespaces_per_connection: usize,
+    /// Rooms one socket may be in (its own included); joins beyond are refused. Default 10,000.
+    pub rooms_per_socket: usize,
+    /// Acks the server may wait for on one socket; emits with ack beyond fail. Default 1,024.
+    pub pending_acks: usize,
+    /// Events per second a socket may send (token bucket with `event_burst`); a socket past
+    /// it gets an `error` event, then is disconnected. Default: no limit.
+    pub event_rate: Option<f64>,
+    /// Bucket size of `event_rate`. Default 100.
+    pub event_burst: f64,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        SocketLimits {
+            namespaces_per_connection: 64,
+            rooms_per_socket: 10_000,
+            pending_acks: 1024,
+            event_rate: None,
+            event_burst: 100.0,
+        }
+    }
 }
 
 impl Default for IoConfig {
@@ -42,6 +73,7 @@ impl Default for IoConfig {
         IoConfig {
             engine: EngineConfig::default(),
             connect_timeout: Duration::from_millis(45_000),
+            limits: SocketLimits::default(),
         }
     }
 }
@@ -213,9 +245,44 @@ impl Io {
     }
 }
 
-/// Accepts HTTP/1.1 connections (with upgrades) and answers each request with `handler`.
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Time a client has to send a request's headers (slowloris). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Most bytes of request headers buffered. Default 64 KiB.
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Accepts HTTP/1.1 connections (with upgrades) and answers each request with `handler`,
+/// with the default [`HttpLimits`].
 pub async fn serve_http<F, Fut, B>(
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_http_with(listener, HttpLimits::default(), shutdown, handler).await;
+}
+
+/// [`serve_http`] with explicit limits.
+pub async fn serve_http_with<F, Fut, B>(
+    listener: TcpListener,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
     handler: F,
 ) where
@@ -247,6 +314,9 @@ pub async fn serve_http<F, Fut, B>(
                 async move { Ok::<_, Infallible>(handler(request, remote).await) }
             });
             let connection = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(error) = connection.await {
@@ -278,7 +348,7 @@ impl IoInner {
                 }
             }
         });
-        Namespace::new(name, |namespace, ack_ids| {
+        Namespace::new(name, self.config.limits, |namespace, ack_ids| {
             let server_events: ServerEventHook = Arc::new(move |payload, ack| {
                 if let Some(namespace) = namespace.upgrade() {
                     namespace.dispatch_server_event(payload, ack);
@@ -292,6 +362,10 @@ impl IoInner {
                 metrics: self.metrics.clone(),
             })
         })
+    }
+
+    pub(crate) fn limits(&self) -> &SocketLimits {
+        &self.config.limits
     }
 
     /// The namespace a client asks for: an existing one, or a new dynamic one.

@@ -13,7 +13,7 @@ mod payload;
 mod socket;
 
 pub use broadcast::{AckError, BroadcastAcks, BroadcastOperator, RemoteSocket};
-pub use io::{Body, Io, IoConfig, serve_http};
+pub use io::{Body, HttpLimits, Io, IoConfig, SocketLimits, serve_http, serve_http_with};
 pub use namespace::{ConnectError, Namespace, ServerAck};
 pub use payload::Payload;
 pub(crate) use socket::encode_frames;

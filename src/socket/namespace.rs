@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::broadcast::{BroadcastOperator, RemoteSocket};
+use super::io::SocketLimits;
 use super::payload::Payload;
 use super::socket::{DisconnectReason, Event, Socket};
 use crate::adapter::{Adapter, AdapterError, Room};
@@ -69,6 +70,7 @@ impl ServerAck {
 /// A Socket.IO namespace (`io.of("/chat")`).
 pub struct Namespace {
     name: Arc<str>,
+    pub(crate) limits: SocketLimits,
     pub(crate) adapter: Arc<dyn Adapter>,
     middlewares: RwLock<Vec<Middleware>>,
     connection_handlers: RwLock<Vec<ConnectionHandler>>,
@@ -83,11 +85,13 @@ impl Namespace {
     /// A namespace whose adapter is built knowing the namespace (for server-side events).
     pub(crate) fn new(
         name: &str,
+        limits: SocketLimits,
         make_adapter: impl FnOnce(Weak<Namespace>, Arc<AtomicU64>) -> Arc<dyn Adapter>,
     ) -> Arc<Self> {
         let next_ack_id = Arc::new(AtomicU64::new(0));
         Arc::new_cyclic(|this| Namespace {
             name: Arc::from(name),
+            limits,
             adapter: make_adapter(this.clone(), next_ack_id.clone()),
             middlewares: RwLock::new(Vec::new()),
             connection_handlers: RwLock::new(Vec::new()),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
@@ -16,6 +16,7 @@ use super::packet::{Packet, encode_text_into};
 use super::payload::Payload;
 use crate::adapter::{AckEvent, AckRoute, Recipient, Room, SocketInfo};
 use crate::engine::{CloseReason, Frame, PushError, RequestInfo, Session, Sid};
+use crate::metrics::Limit;
 
 /// Why a socket disconnected, with Socket.IO's reason strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +111,22 @@ pub struct Handshake {
     pub auth: Value,
 }
 
+/// Tokens refill at the configured rate up to the burst size; each event takes one.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn full(burst: f64) -> Self {
+        TokenBucket {
+            tokens: burst,
+            refilled: Instant::now(),
+        }
+    }
+}
+
 pub(crate) enum AckWaiter {
     One(oneshot::Sender<Payload>),
     Broadcast(mpsc::UnboundedSender<AckEvent>),
@@ -125,6 +142,8 @@ pub struct Socket {
     handlers: RwLock<Option<HashMap<String, EventHandler>>>,
     acks: Mutex<HashMap<u64, AckWaiter>>,
     connected: AtomicBool,
+    /// Token bucket of the event rate limit (only with one configured).
+    events: Option<Mutex<TokenBucket>>,
     /// Application data attached to the socket (Socket.IO's `socket.data`).
     pub data: RwLock<Value>,
 }
@@ -144,6 +163,10 @@ impl Socket {
         session: Arc<Session<ClientState>>,
         auth: Value,
     ) -> Arc<Self> {
+        let events = ns
+            .limits
+            .event_rate
+            .map(|_| Mutex::new(TokenBucket::full(ns.limits.event_burst)));
         Arc::new_cyclic(|this| Socket {
             id: Sid::random(),
             this: this.clone(),
@@ -153,6 +176,7 @@ impl Socket {
             handlers: RwLock::new(None),
             acks: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
+            events,
             data: RwLock::new(Value::Object(Default::default())),
         })
     }
@@ -185,6 +209,36 @@ impl Socket {
 
     pub(crate) fn mark_connected(&self) {
         self.connected.store(true, Ordering::Release);
+    }
+
+    /// Takes one event token; false when the socket is over its event rate.
+    pub(crate) fn take_event_token(&self) -> bool {
+        let (Some(bucket), Some(rate)) = (&self.events, self.ns.limits.event_rate) else {
+            return true;
+        };
+        let mut bucket = bucket.lock();
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.refilled).as_secs_f64() * rate;
+        bucket.tokens = (bucket.tokens + refill).min(self.ns.limits.event_burst);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A socket over its event rate gets an `error` event, then is disconnected.
+    pub(crate) fn exceeded_event_rate(self: &Arc<Self>) {
+        self.session
+            .metrics()
+            .limit_hit(Limit::EventRate, self.id.as_str());
+        let _ = self.emit(
+            "error",
+            serde_json::json!({"message": "rate limit exceeded", "data": {"limit": "event_rate"}}),
+        );
+        self.disconnect(false);
     }
 
     /// Handles an event on this socket only.
@@ -231,7 +285,17 @@ impl Socket {
         let mut packet = event_packet(self.ns.name(), event, payload.into());
         packet.id = Some(id);
         let (sender, receiver) = oneshot::channel();
-        self.acks.lock().insert(id, AckWaiter::One(sender));
+        {
+            let mut acks = self.acks.lock();
+            if acks.len() >= self.ns.limits.pending_acks {
+                drop(acks);
+                self.session
+                    .metrics()
+                    .limit_hit(Limit::PendingAcks, self.id.as_str());
+                return Err(AckError::TooManyPending);
+            }
+            acks.insert(id, AckWaiter::One(sender));
+        }
         if self.send_packet(&packet, false).is_err() {
             self.acks.lock().remove(&id);
             return Err(AckError::Disconnected);
@@ -250,9 +314,19 @@ impl Socket {
         self.session.send(&encode_frames(packet), volatile)
     }
 
-    /// Joins rooms (a socket is always in the room named by its id).
-    pub fn join(&self, room: impl Into<Room>) {
-        self.ns.adapter.join(self.id, &[room.into()]);
+    /// Joins a room (a socket is always in the room named by its id). False when the socket
+    /// is already in as many rooms as its limit allows.
+    pub fn join(&self, room: impl Into<Room>) -> bool {
+        let room = room.into();
+        let rooms = self.ns.adapter.socket_rooms(self.id);
+        if rooms.len() >= self.ns.limits.rooms_per_socket && !rooms.contains(&room) {
+            self.session
+                .metrics()
+                .limit_hit(Limit::RoomsPerSocket, self.id.as_str());
+            return false;
+        }
+        self.ns.adapter.join(self.id, &[room]);
+        true
     }
 
     pub fn leave(&self, room: &str) {
@@ -337,6 +411,13 @@ impl Recipient for Socket {
                     AckWaiter::Broadcast(replies) => !replies.is_closed(),
                     AckWaiter::One(sender) => !sender.is_closed(),
                 });
+            }
+            if acks.len() >= self.ns.limits.pending_acks {
+                drop(acks);
+                self.session
+                    .metrics()
+                    .limit_hit(Limit::PendingAcks, self.id.as_str());
+                return false;
             }
             acks.insert(route.id, AckWaiter::Broadcast(route.events.clone()));
         }

@@ -11,7 +11,7 @@ use crate::ops::Ops;
 
 use anyhow::Context;
 use ioscale::adapter::redis::RedisCluster;
-use ioscale::socket::serve_http;
+use ioscale::socket::{serve_http, serve_http_with};
 use ioscale::{Event, Io, RoomEvent, Socket};
 use serde_json::{Value, json};
 
@@ -70,16 +70,21 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let with_ops = options.ops_port.is_none();
     let serving = io.clone();
     let routing = ops.clone();
-    serve_http(listener, shutdown.first(), move |request, remote| {
-        let io = serving.clone();
-        let ops = routing.clone();
-        async move {
-            if with_ops && let Some(response) = ops.handle(request.uri().path()).await {
-                return response;
+    serve_http_with(
+        listener,
+        options.limits.http(),
+        shutdown.first(),
+        move |request, remote| {
+            let io = serving.clone();
+            let ops = routing.clone();
+            async move {
+                if with_ops && let Some(response) = ops.handle(request.uri().path()).await {
+                    return response;
+                }
+                io.handle(request, remote).await
             }
-            io.handle(request, remote).await
-        }
-    })
+        },
+    )
     .await;
     // Graceful shutdown: not ready at once, no new connections (the listener is gone),
     // every client's transport closed after its queue is flushed (clients reconnect on
@@ -251,10 +256,8 @@ pub fn install(io: &Io, server_id: Arc<str>) {
     }
     main.on("join", |socket, event| {
         let reply = match room_name(&event) {
-            Ok(room) => {
-                socket.join(room);
-                json!({"ok": true, "room": room})
-            }
+            Ok(room) if socket.join(room) => json!({"ok": true, "room": room}),
+            Ok(_) => json!({"ok": false, "error": "too many rooms"}),
             Err(error) => json!({"ok": false, "error": error}),
         };
         if let Some(ack) = event.ack {

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use ioscale::IoConfig;
 use ioscale::adapter::redis::RedisConfig;
 use ioscale::engine::{AllowedOrigins, EngineConfig, Transports};
+use ioscale::socket::{HttpLimits, SocketLimits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -194,6 +195,54 @@ pub struct ServeOptions {
     pub stats_interval: u64,
     #[command(flatten)]
     pub log: LogOptions,
+    #[command(flatten)]
+    pub limits: LimitOptions,
+}
+
+/// Limits a public endpoint needs (each refusal is counted in
+/// `ioscale_limit_rejections_total{limit}` and logged).
+#[derive(Debug, Clone, Args)]
+pub struct LimitOptions {
+    /// Most open connections on this node (handshakes beyond get 503) [default: unlimited].
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most open connections from one client IP (beyond: 429) [default: unlimited].
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Longest request target (path and query) in bytes; longer gets 414.
+    #[arg(long, env = "MAX_URL_LENGTH", default_value_t = 8192)]
+    pub max_url_length: usize,
+    /// Most bytes of request headers (hyper's read buffer); more closes the connection.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(8192..=16_777_216))]
+    pub max_header_bytes: u64,
+    /// Milliseconds a client has to send a request's headers (slowloris protection).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+    /// Namespaces one connection may join.
+    #[arg(long, env = "MAX_NAMESPACES_PER_CONNECTION", default_value_t = 64)]
+    pub max_namespaces_per_connection: usize,
+    /// Rooms one socket may be in (its own room included).
+    #[arg(long, env = "MAX_ROOMS_PER_SOCKET", default_value_t = 10_000)]
+    pub max_rooms_per_socket: usize,
+    /// Acks the server may wait for on one socket.
+    #[arg(long, env = "MAX_PENDING_ACKS", default_value_t = 1024)]
+    pub max_pending_acks: usize,
+    /// Events per second one socket may send (token bucket); past it the socket gets an
+    /// `error` event and is disconnected [default: unlimited].
+    #[arg(long, env = "EVENT_RATE")]
+    pub event_rate: Option<f64>,
+    /// Burst size of --event-rate.
+    #[arg(long, env = "EVENT_BURST", default_value_t = 100.0)]
+    pub event_burst: f64,
+}
+
+impl LimitOptions {
+    pub fn http(&self) -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout),
+            max_header_bytes: self.max_header_bytes as usize,
+        }
+    }
 }
 
 /// Logging options (levels come from `RUST_LOG`).
@@ -237,9 +286,19 @@ impl ServeOptions {
                 transports: self.transports,
                 cookie: self.cookie,
                 allowed_origins: allowed_origins(self.allowed_origins.as_deref()),
+                max_connections: self.limits.max_connections,
+                max_connections_per_ip: self.limits.max_connections_per_ip,
+                max_url_length: self.limits.max_url_length,
                 ..EngineConfig::default()
             },
             connect_timeout: Duration::from_millis(self.connect_timeout),
+            limits: SocketLimits {
+                namespaces_per_connection: self.limits.max_namespaces_per_connection,
+                rooms_per_socket: self.limits.max_rooms_per_socket,
+                pending_acks: self.limits.max_pending_acks,
+                event_rate: self.limits.event_rate,
+                event_burst: self.limits.event_burst,
+            },
         }
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use ioscale::Io;
 use ioscale::adapter::redis::RedisCluster;
-use ioscale::metrics::{DISCONNECT_REASONS, HANDSHAKE_ERROR_CODES};
+use ioscale::metrics::{DISCONNECT_REASONS, HANDSHAKE_ERROR_CODES, LIMITS};
 use ioscale::socket::Body;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -289,6 +289,18 @@ impl Collector for NodeCollector {
             "Refused Engine.IO requests by error code (0 transport unknown .. 5 unsupported version)",
             "code",
             &errors,
+        )?;
+        let limits: Vec<(String, u64)> = LIMITS
+            .iter()
+            .zip(&metrics.limit_rejections)
+            .map(|(limit, count)| (limit.to_string(), load(count)))
+            .collect();
+        labeled_counters(
+            &mut encoder,
+            "ioscale_limit_rejections",
+            "Requests, connections and events refused by a limit",
+            "limit",
+            &limits,
         )?;
         let (sum, count, buckets) = metrics.fanout.snapshot();
         let family = encoder.encode_descriptor(
