@@ -1,6 +1,7 @@
 //! ioscale: a Socket.IO server (Engine.IO v4 + Socket.IO v5) built to scale out.
 
 pub mod adapter;
+pub mod auth;
 pub mod engine;
 pub mod metrics;
 pub mod socket;

@@ -144,6 +144,8 @@ pub struct Socket {
     connected: AtomicBool,
     /// Token bucket of the event rate limit (only with one configured).
     events: Option<Mutex<TokenBucket>>,
+    /// Claims of the verified token, when a JWT middleware accepted the socket.
+    claims: std::sync::OnceLock<Value>,
     /// Application data attached to the socket (Socket.IO's `socket.data`).
     pub data: RwLock<Value>,
 }
@@ -177,6 +179,7 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
             events,
+            claims: std::sync::OnceLock::new(),
             data: RwLock::new(Value::Object(Default::default())),
         })
     }
@@ -191,6 +194,15 @@ impl Socket {
 
     pub fn handshake(&self) -> &Handshake {
         &self.handshake
+    }
+
+    /// The claims of the token that authenticated the socket (see [`crate::auth`]).
+    pub fn claims(&self) -> Option<&Value> {
+        self.claims.get()
+    }
+
+    pub(crate) fn set_claims(&self, claims: Value) {
+        let _ = self.claims.set(claims);
     }
 
     /// The HTTP request that opened the underlying connection (headers, query, address).

@@ -34,6 +34,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         Some(cluster) => Io::with_adapter(options.io_config(), cluster.factory()),
         None => Io::new(options.io_config()),
     };
+    if let Some(verifier) = options.auth.verifier() {
+        verifier.install(&io.of("/"));
+        tracing::info!("JWT authentication on");
+    }
     install(&io, Arc::from(server_id.as_str()));
     let ops = Ops::new(io.clone(), cluster.clone(), Arc::from(server_id.as_str()));
     let (listener, ops_listener) =
@@ -304,12 +308,18 @@ fn relay_message(
         tracing::debug!(socket_id = %socket.id(), "message without a `message` string");
         return;
     };
-    let outgoing = json!({
+    let mut outgoing = json!({
         "serverId": server_id,
         "socketId": socket.id().as_str(),
         "message": text,
         "timestamp": now_iso(),
     });
+    // With authentication on, the token's subject names the sender.
+    if let Some(user) = socket.claims().and_then(|claims| claims.get("sub"))
+        && let Value::Object(fields) = &mut outgoing
+    {
+        fields.insert("userId".into(), user.clone());
+    }
     match body.get("room") {
         Some(Value::String(room)) => {
             main.to(room.as_str()).emit("message", outgoing);

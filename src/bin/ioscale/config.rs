@@ -197,6 +197,65 @@ pub struct ServeOptions {
     pub log: LogOptions,
     #[command(flatten)]
     pub limits: LimitOptions,
+    #[command(flatten)]
+    pub auth: AuthOptions,
+}
+
+/// JWT authentication of connections (off unless a secret or a public key is given).
+#[derive(Debug, Clone, Args)]
+pub struct AuthOptions {
+    /// Verify `auth.token` as an HS256 JWT with this shared secret.
+    #[arg(
+        long,
+        env = "AUTH_JWT_SECRET",
+        conflicts_with = "auth_jwt_public_key",
+        hide_env_values = true
+    )]
+    pub auth_jwt_secret: Option<String>,
+    /// Verify `auth.token` as an RS256/ES256 JWT with this public key (PEM or JWKS file).
+    #[arg(long, env = "AUTH_JWT_PUBLIC_KEY", value_parser = public_key_file)]
+    pub auth_jwt_public_key: Option<PublicKeyFile>,
+    /// Required `iss` claim.
+    #[arg(long, env = "AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
+}
+
+/// A public key file, read and checked when the options are parsed.
+#[derive(Clone)]
+pub struct PublicKeyFile(ioscale::auth::JwtVerifier);
+
+impl std::fmt::Debug for PublicKeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PublicKeyFile")
+    }
+}
+
+fn public_key_file(path: &str) -> Result<PublicKeyFile, String> {
+    let contents = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    ioscale::auth::JwtVerifier::public_key(&contents)
+        .map(PublicKeyFile)
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+impl AuthOptions {
+    /// The verifier these options describe, if any.
+    pub fn verifier(&self) -> Option<ioscale::auth::JwtVerifier> {
+        let mut verifier = match (&self.auth_jwt_secret, &self.auth_jwt_public_key) {
+            (Some(secret), _) => ioscale::auth::JwtVerifier::hs256(secret.as_bytes()),
+            (None, Some(PublicKeyFile(verifier))) => verifier.clone(),
+            (None, None) => return None,
+        };
+        if let Some(issuer) = &self.auth_jwt_issuer {
+            verifier = verifier.issuer(issuer.clone());
+        }
+        if let Some(audience) = &self.auth_jwt_audience {
+            verifier = verifier.audience(audience.clone());
+        }
+        Some(verifier)
+    }
 }
 
 /// Limits a public endpoint needs (each refusal is counted in
