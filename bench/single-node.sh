@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side by side on one machine: ioscale vs Node's Socket.IO 4.8 (bench/node/server.mjs),
-# same application, same load, same run. Prints each server's result and the ratios.
+# Side by side on one machine: ioscale vs Node's Socket.IO 4.8 (bench/node/server.mjs) vs
+# socketioxide (bench/socketioxide), same application, same load, same run. Prints each
+# server's result and the ratios ioscale/Node and ioscale/socketioxide.
 # Usage: bench/single-node.sh [CLIENTS=5000] [MESSAGES=200] [INTERVAL_US=0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ INTERVAL_US=${3:-0}
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --quiet --bin ioscale
+cargo build --release --quiet --manifest-path bench/socketioxide/Cargo.toml
 (cd bench/node && [ -d node_modules ] || npm ci --silent --no-audit --no-fund)
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
@@ -32,31 +34,48 @@ run_one() { # name, command...
 
 run_one ioscale target/release/ioscale serve --stats-interval 0 >/dev/null
 run_one node node bench/node/server.mjs >/dev/null
-python3 - "$out/ioscale.json" "$out/node.json" <<'PY'
+run_one socketioxide bench/socketioxide/target/release/socketioxide-reference >/dev/null
+# socketioxide prints on SIGTERM the packets it could not queue (its per-connection queue
+# holds 128 packets by default; a packet for a full queue is not sent).
+grep "dropped packets" "$out/socketioxide.log" >&2 || true
+python3 - "$out/ioscale.json" "$out/node.json" "$out/socketioxide.json" <<'PY'
 import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
+a, b, c = (json.load(open(p)) for p in sys.argv[1:4])
 def server(r, key):
     s = r["servers"][0] if r["servers"] else {}
     return s.get(key)
+def per_conn_cpu(r):
+    cpu = server(r, "cpuSecondsConnecting")
+    return None if cpu is None else cpu * 1e6 / max(r["connected"], 1)
 rows = [
-    ("connected", a["connected"], b["connected"], False),
-    ("connect rate (/s)", a["connectRate"], b["connectRate"], True),
-    ("connect p99 (µs)", a["connectMicros"]["p99"], b["connectMicros"]["p99"], False),
-    ("server CPU per connection (µs)", server(a, "cpuSecondsConnecting") * 1e6 / max(a["connected"], 1), server(b, "cpuSecondsConnecting") * 1e6 / max(b["connected"], 1), False),
-    ("RSS per connection (KiB)", server(a, "rssKibPerConnection"), server(b, "rssKibPerConnection"), False),
-    ("deliveries expected", a["expected"], b["expected"], True),
-    ("lost", a["lost"], b["lost"], False),
-    ("reordered", a["reordered"], b["reordered"], False),
-    ("deliveries/s", a["deliveriesPerSecond"], b["deliveriesPerSecond"], True),
-    ("latency p50 (µs)", a["latencyMicros"]["p50"], b["latencyMicros"]["p50"], False),
-    ("latency p99 (µs)", a["latencyMicros"]["p99"], b["latencyMicros"]["p99"], False),
-    ("server CPU per delivery (µs)", a["serverCpuMicrosPerDelivery"], b["serverCpuMicrosPerDelivery"], False),
-    ("RSS after burst (KiB)", server(a, "rssKibAfter"), server(b, "rssKibAfter"), False),
-    ("bench CPU (s)", a["benchCpuSeconds"], b["benchCpuSeconds"], False),
+    ("connected", lambda r: r["connected"]),
+    ("connect rate (/s)", lambda r: r["connectRate"]),
+    ("connect p99 (µs)", lambda r: r["connectMicros"]["p99"]),
+    ("server CPU per connection (µs)", per_conn_cpu),
+    ("RSS per connection (KiB)", lambda r: server(r, "rssKibPerConnection")),
+    ("deliveries expected", lambda r: r["expected"]),
+    ("received", lambda r: r["received"]),
+    ("lost", lambda r: r["lost"]),
+    ("reordered", lambda r: r["reordered"]),
+    ("duplicates", lambda r: r["duplicates"]),
+    ("clients disconnected", lambda r: r["disconnected"]),
+    ("deliveries/s", lambda r: r["deliveriesPerSecond"]),
+    # A server that loses deliveries makes the load generator wait the whole drain timeout;
+    # in a burst every message leaves at once, so received / max latency is its real rate.
+    ("deliveries/s to the last delivery", lambda r: r["received"] / max(r["latencyMicros"]["max"] / 1e6, 1e-9)),
+    ("latency p50 (µs)", lambda r: r["latencyMicros"]["p50"]),
+    ("latency p99 (µs)", lambda r: r["latencyMicros"]["p99"]),
+    ("server CPU per delivery (µs)", lambda r: r["serverCpuMicrosPerDelivery"]),
+    ("RSS after burst (KiB)", lambda r: server(r, "rssKibAfter")),
+    ("bench CPU (s)", lambda r: r["benchCpuSeconds"]),
 ]
-print(f"{'metric':34} {'ioscale':>14} {'node':>14} {'ioscale/node':>13}")
-for name, x, y, _ in rows:
-    ratio = (x / y) if isinstance(x, (int, float)) and isinstance(y, (int, float)) and y else float("nan")
-    fmt = lambda v: f"{v:14.2f}" if isinstance(v, float) else f"{str(v):>14}"
-    print(f"{name:34} {fmt(x)} {fmt(y)} {ratio:13.3f}")
+def fmt(v):
+    return f"{v:14.2f}" if isinstance(v, float) else f"{str(v):>14}"
+def ratio(x, y):
+    ok = isinstance(x, (int, float)) and isinstance(y, (int, float)) and y
+    return f"{x / y:13.3f}" if ok else f"{'-':>13}"
+print(f"{'metric':32} {'ioscale':>14} {'node':>14} {'socketioxide':>14} {'ioscale/node':>13} {'ioscale/sx':>13}")
+for name, get in rows:
+    x, y, z = get(a), get(b), get(c)
+    print(f"{name:32} {fmt(x)} {fmt(y)} {fmt(z)} {ratio(x, y)} {ratio(x, z)}")
 PY
