@@ -3,6 +3,7 @@
 pub mod adapter;
 pub mod auth;
 pub mod engine;
+pub mod http;
 pub mod metrics;
 pub mod socket;
 

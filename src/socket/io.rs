@@ -1,6 +1,5 @@
 //! The Socket.IO server: configuration, namespaces, and the HTTP entry point.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -11,9 +10,6 @@ use dashmap::DashMap;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
 
@@ -236,93 +232,12 @@ impl Io {
     /// Serves HTTP on the listener until `shutdown` resolves, then closes every connection.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let io = self.clone();
-        serve_http(listener, shutdown, move |request, remote| {
+        crate::http::serve_http(listener, shutdown, move |request, remote| {
             let io = io.clone();
             async move { io.handle(request, remote).await }
         })
         .await;
         self.close_all();
-    }
-}
-
-/// Limits of the HTTP layer.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    /// Time a client has to send a request's headers (slowloris). Default 10 s.
-    pub header_read_timeout: Duration,
-    /// Most bytes of request headers buffered. Default 64 KiB.
-    pub max_header_bytes: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 64 * 1024,
-        }
-    }
-}
-
-/// Accepts HTTP/1.1 connections (with upgrades) and answers each request with `handler`,
-/// with the default [`HttpLimits`].
-pub async fn serve_http<F, Fut, B>(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-    handler: F,
-) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    serve_http_with(listener, HttpLimits::default(), shutdown, handler).await;
-}
-
-/// [`serve_http`] with explicit limits.
-pub async fn serve_http_with<F, Fut, B>(
-    listener: TcpListener,
-    limits: HttpLimits,
-    shutdown: impl Future<Output = ()>,
-    handler: F,
-) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(request, remote).await) }
-            });
-            let connection = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes.max(8192))
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(error) = connection.await {
-                tracing::trace!(%error, "http connection ended with an error");
-            }
-        });
     }
 }
 

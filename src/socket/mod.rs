@@ -12,8 +12,9 @@ mod payload;
 #[allow(clippy::module_inception)]
 mod socket;
 
+pub use crate::http::{HttpLimits, serve_http, serve_http_with};
 pub use broadcast::{AckError, BroadcastAcks, BroadcastOperator, RemoteSocket};
-pub use io::{Body, HttpLimits, Io, IoConfig, SocketLimits, serve_http, serve_http_with};
+pub use io::{Body, Io, IoConfig, SocketLimits};
 pub use namespace::{ConnectError, Namespace, ServerAck};
 pub use payload::Payload;
 pub(crate) use socket::encode_frames;

@@ -20,6 +20,8 @@ use crate::config::ServeOptions;
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let server_id = options.server_id();
     let shutdown = signals()?;
+    // Read the TLS files first: a bad certificate must fail the start, not a later request.
+    let http = options.limits.http(&options.tls)?;
     let cluster = match options.redis_config() {
         Some(config) => {
             let cluster = RedisCluster::connect(config).context("cannot set up Redis")?;
@@ -74,21 +76,16 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let with_ops = options.ops_port.is_none();
     let serving = io.clone();
     let routing = ops.clone();
-    serve_http_with(
-        listener,
-        options.limits.http(),
-        shutdown.first(),
-        move |request, remote| {
-            let io = serving.clone();
-            let ops = routing.clone();
-            async move {
-                if with_ops && let Some(response) = ops.handle(request.uri().path()).await {
-                    return response;
-                }
-                io.handle(request, remote).await
+    serve_http_with(listener, http, shutdown.first(), move |request, remote| {
+        let io = serving.clone();
+        let ops = routing.clone();
+        async move {
+            if with_ops && let Some(response) = ops.handle(request.uri().path()).await {
+                return response;
             }
-        },
-    )
+            io.handle(request, remote).await
+        }
+    })
     .await;
     // Graceful shutdown: not ready at once, no new connections (the listener is gone),
     // every client's transport closed after its queue is flushed (clients reconnect on

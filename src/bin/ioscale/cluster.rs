@@ -67,11 +67,16 @@ pub async fn run(options: ClusterOptions) -> anyhow::Result<()> {
             let _ = tokio::time::timeout(grace, worker).await;
         }
     };
+    let limits = ioscale::http::HttpLimits {
+        tls: options.tls.acceptor()?,
+        ..Default::default()
+    };
     serve(
         listener,
         ops,
         backends,
         options.balancer.clone(),
+        limits,
         stop_workers,
     )
     .await?;

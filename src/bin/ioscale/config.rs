@@ -107,6 +107,8 @@ pub struct LbOptions {
     pub balancer: BalancerOptions,
     #[command(flatten)]
     pub log: LogOptions,
+    #[command(flatten)]
+    pub tls: TlsOptions,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +135,8 @@ pub struct ClusterOptions {
     pub balancer: BalancerOptions,
     #[command(flatten)]
     pub log: LogOptions,
+    #[command(flatten)]
+    pub tls: TlsOptions,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +205,8 @@ pub struct ServeOptions {
     pub limits: LimitOptions,
     #[command(flatten)]
     pub auth: AuthOptions,
+    #[command(flatten)]
+    pub tls: TlsOptions,
 }
 
 /// JWT authentication of connections (off unless a secret or a public key is given).
@@ -298,10 +304,32 @@ pub struct LimitOptions {
 }
 
 impl LimitOptions {
-    pub fn http(&self) -> HttpLimits {
-        HttpLimits {
+    /// The HTTP layer's limits, serving TLS when the options give a certificate.
+    pub fn http(&self, tls: &TlsOptions) -> anyhow::Result<HttpLimits> {
+        Ok(HttpLimits {
             header_read_timeout: Duration::from_millis(self.header_read_timeout),
             max_header_bytes: self.max_header_bytes as usize,
+            tls: tls.acceptor()?,
+        })
+    }
+}
+
+/// TLS on the public listener (rustls), for deployments without a terminating proxy.
+#[derive(Debug, Clone, Args)]
+pub struct TlsOptions {
+    /// PEM certificate chain; with --tls-key the listener speaks HTTPS/WSS.
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<String>,
+}
+
+impl TlsOptions {
+    pub fn acceptor(&self) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(ioscale::http::tls_acceptor(cert, key)?)),
+            _ => Ok(None),
         }
     }
 }

@@ -12,12 +12,18 @@ use crate::config::{BalancerOptions, LbOptions};
 
 pub async fn run(options: LbOptions) -> anyhow::Result<()> {
     let (listener, ops) = bind_with_ops(options.host, options.port, options.ops_port).await?;
+    let limits = ioscale::http::HttpLimits {
+        tls: options.tls.acceptor()?,
+        ..Default::default()
+    };
+    let stop = shutdown();
     serve(
         listener,
         ops,
         options.backends,
         options.balancer,
-        shutdown(),
+        limits,
+        stop,
     )
     .await
 }
@@ -28,6 +34,7 @@ pub async fn serve(
     ops: Option<tokio::net::TcpListener>,
     backends: Vec<String>,
     options: BalancerOptions,
+    limits: ioscale::http::HttpLimits,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let balancer = Balancer::new(backends.clone(), options.clone());
@@ -54,7 +61,7 @@ pub async fn serve(
             },
         ));
     }
-    serve_http(listener, stop, move |request, remote| {
+    ioscale::http::serve_http_with(listener, limits, stop, move |request, remote| {
         balancer.handle(request, remote)
     })
     .await;
