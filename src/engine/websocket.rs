@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
@@ -259,6 +260,12 @@ async fn run_socket<H: EngineHandler>(
         .await;
     }
     let _ = tokio::time::timeout(engine.shared.config.ping_timeout, socket.close(None)).await;
+    // Read what the client still sends until its close (bounded): closing a socket with
+    // unread data makes the kernel reset it, and the client would lose what was flushed.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(_)) = socket.next().await {}
+    })
+    .await;
 }
 
 /// Writes every frame of the batch with one flush.

@@ -22,6 +22,9 @@ type ClientSession = Arc<Session<ClientState>>;
 #[derive(Default)]
 pub struct ClientState {
     decoder: Mutex<Option<Decoder>>,
+    /// Event rate bucket of the whole connection (a socket reconnecting to a namespace on
+    /// the same connection does not get a fresh burst).
+    pub(crate) event_bucket: Mutex<Option<super::socket::TokenBucket>>,
     sockets: Mutex<Vec<Arc<Socket>>>,
     /// Namespaces whose connect is waiting on middlewares.
     connecting: Mutex<Vec<Arc<str>>>,
@@ -139,11 +142,7 @@ fn on_event(socket: &Arc<Socket>, packet: Packet) {
 }
 
 fn connect(io: &Arc<IoInner>, session: &ClientSession, packet: Packet) {
-    let Some(nsp) = io.namespace_for(&packet.nsp) else {
-        let error = Packet::connect_error(&packet.nsp, json!({"message": "Invalid namespace"}));
-        let _ = session.send(&encode_frames(&error), false);
-        return;
-    };
+    // The limit comes first: a client over it must not create dynamic namespaces either.
     let joined = session.data.sockets.lock().len() + session.data.connecting.lock().len();
     if joined >= io.limits().namespaces_per_connection {
         session
@@ -153,6 +152,11 @@ fn connect(io: &Arc<IoInner>, session: &ClientSession, packet: Packet) {
         let _ = session.send(&encode_frames(&error), false);
         return;
     }
+    let Some(nsp) = io.namespace_for(&packet.nsp) else {
+        let error = Packet::connect_error(&packet.nsp, json!({"message": "Invalid namespace"}));
+        let _ = session.send(&encode_frames(&error), false);
+        return;
+    };
     let auth = match packet.data {
         Some(auth @ Value::Object(_)) => auth,
         _ => json!({}),

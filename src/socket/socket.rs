@@ -113,7 +113,7 @@ pub struct Handshake {
 
 /// Tokens refill at the configured rate up to the burst size; each event takes one.
 #[derive(Debug)]
-struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f64,
     refilled: Instant,
 }
@@ -142,8 +142,6 @@ pub struct Socket {
     handlers: RwLock<Option<HashMap<String, EventHandler>>>,
     acks: Mutex<HashMap<u64, AckWaiter>>,
     connected: AtomicBool,
-    /// Token bucket of the event rate limit (only with one configured).
-    events: Option<Mutex<TokenBucket>>,
     /// Claims of the verified token, when a JWT middleware accepted the socket.
     claims: std::sync::OnceLock<Value>,
     /// Application data attached to the socket (Socket.IO's `socket.data`).
@@ -165,10 +163,6 @@ impl Socket {
         session: Arc<Session<ClientState>>,
         auth: Value,
     ) -> Arc<Self> {
-        let events = ns
-            .limits
-            .event_rate
-            .map(|_| Mutex::new(TokenBucket::full(ns.limits.event_burst)));
         Arc::new_cyclic(|this| Socket {
             id: Sid::random(),
             this: this.clone(),
@@ -178,7 +172,6 @@ impl Socket {
             handlers: RwLock::new(None),
             acks: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
-            events,
             claims: std::sync::OnceLock::new(),
             data: RwLock::new(Value::Object(Default::default())),
         })
@@ -225,10 +218,12 @@ impl Socket {
 
     /// Takes one event token; false when the socket is over its event rate.
     pub(crate) fn take_event_token(&self) -> bool {
-        let (Some(bucket), Some(rate)) = (&self.events, self.ns.limits.event_rate) else {
+        let Some(rate) = self.ns.limits.event_rate else {
             return true;
         };
-        let mut bucket = bucket.lock();
+        let burst = self.ns.limits.event_burst;
+        let mut bucket = self.session.data.event_bucket.lock();
+        let bucket = bucket.get_or_insert_with(|| TokenBucket::full(burst));
         let now = Instant::now();
         let refill = now.duration_since(bucket.refilled).as_secs_f64() * rate;
         bucket.tokens = (bucket.tokens + refill).min(self.ns.limits.event_burst);
