@@ -1,0 +1,25 @@
+//! Feeds arbitrary bytes to the Redis adapter's decoders (broadcasts, requests, responses,
+//! channel names): what another node or a hostile Redis client could publish. Decoded
+//! requests and responses must re-encode into messages that decode to the same value.
+
+#![no_main]
+
+use ioscale::adapter::redis::wire::{
+    decode_broadcast, decode_request, decode_response, encode_request, encode_response,
+    parse_channel,
+};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: &[u8]| {
+    let _ = decode_broadcast(input);
+    if let Ok(Some(request)) = decode_request(input) {
+        let again = decode_request(&encode_request("fuzz", &request));
+        assert!(again.is_ok(), "a decoded request re-encodes to something decodable");
+    }
+    if let Ok(response) = decode_response(input) {
+        assert!(decode_response(&encode_response(&response)).is_ok());
+    }
+    if let Ok(text) = std::str::from_utf8(input) {
+        let _ = parse_channel("socket.io", text);
+    }
+});
