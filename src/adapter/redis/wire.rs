@@ -9,6 +9,8 @@
 //! - requests on `P-request#nsp#`: JSON, except type 7 (broadcast with ack) in msgpack;
 //! - responses on `P-response#nsp#` (or `...#uid#`): JSON, except type 9 (ack) in msgpack;
 //! - a receiver tells the two apart by the first byte (`{` is JSON).
+//!
+//! The full notes, with captures of each message kind: `docs/wire/redis-adapter-8.3.md`.
 
 use bytes::Bytes;
 use rmpv::Value as Mp;
