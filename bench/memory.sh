@@ -25,7 +25,7 @@ for n in "${COUNTS[@]}"; do
       socketioxide) bench/socketioxide/target/release/socketioxide-reference --port "$port" >"$out/$name.log" 2>&1 & ;;
     esac
     pid=$!
-    for _ in $(seq 100); do grep -q "listening on" "$out/$name.log" && break; sleep 0.1; done
+    for _ in $(seq 100); do grep -qs "listening on" "$out/$name.log" && break; sleep 0.1; done
     target/release/ioscale bench --url "http://127.0.0.1:$port" --clients "$n" --senders 1 \
       --messages 1 --connect-rate 4000 --connect-timeout 180 --hold 2 --pid "$pid" --json \
       >"$out/r.json" 2>/dev/null || true

@@ -17,17 +17,30 @@ out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# The machine may be shared: CPU ticks (1/100 s) busy on all cores, from /proc/stat.
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+wait_quiet() { # up to 60 s for a machine less than 10% busy (over 2 s), then go anyway
+  local a b cores; cores=$(nproc)
+  for _ in $(seq 30); do
+    a=$(busy_ticks); sleep 2; b=$(busy_ticks)
+    [ $((b - a)) -lt $((20 * cores)) ] && return 0
+  done
+  echo "   the machine stayed busy for 60 s; measuring anyway" >&2
+}
 
 run_one() { # name, command...
   local name=$1; shift
   local port; port=$(free_port)
   "$@" --port "$port" >"$out/$name.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 100); do grep -q "listening on" "$out/$name.log" && break; sleep 0.1; done
+  for _ in $(seq 100); do grep -qs "listening on" "$out/$name.log" && break; sleep 0.1; done
+  wait_quiet
   echo "== $name (pid $pid, port $port): $CLIENTS clients, burst of $MESSAGES broadcasts" >&2
+  local busy_before; busy_before=$(busy_ticks)
   target/release/ioscale bench --url "http://127.0.0.1:$port" --clients "$CLIENTS" \
     --senders 1 --messages "$MESSAGES" --interval-us "$INTERVAL_US" --connect-rate 0 \
     --drain-timeout 60 --pid "$pid" --json >"$out/$name.json"
+  echo $(($(busy_ticks) - busy_before)) >"$out/$name.busy"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   cat "$out/$name.json"
 }
@@ -41,6 +54,12 @@ grep "dropped packets" "$out/socketioxide.log" >&2 || true
 python3 - "$out/ioscale.json" "$out/node.json" "$out/socketioxide.json" <<'PY'
 import json, sys
 a, b, c = (json.load(open(p)) for p in sys.argv[1:4])
+for r, p in zip((a, b, c), sys.argv[1:4]):
+    # CPU the rest of the machine used during the run: all busy time minus the server's
+    # and the load generator's (a noise indicator on a shared machine).
+    s = r["servers"][0] if r["servers"] else {}
+    own = (s.get("cpuSecondsConnecting") or 0) + (s.get("cpuSecondsBroadcast") or 0) + r["benchCpuSeconds"]
+    r["otherCpu"] = max(int(open(p[:-5] + ".busy").read()) / 100 - own, 0.0)
 def server(r, key):
     s = r["servers"][0] if r["servers"] else {}
     return s.get(key)
@@ -68,6 +87,7 @@ rows = [
     ("server CPU per delivery (µs)", lambda r: r["serverCpuMicrosPerDelivery"]),
     ("RSS after burst (KiB)", lambda r: server(r, "rssKibAfter")),
     ("bench CPU (s)", lambda r: r["benchCpuSeconds"]),
+    ("other processes' CPU meanwhile (s)", lambda r: r["otherCpu"]),
 ]
 def fmt(v):
     return f"{v:14.2f}" if isinstance(v, float) else f"{str(v):>14}"
@@ -77,5 +97,8 @@ def ratio(x, y):
 print(f"{'metric':32} {'ioscale':>14} {'node':>14} {'socketioxide':>14} {'ioscale/node':>13} {'ioscale/sx':>13}")
 for name, get in rows:
     x, y, z = get(a), get(b), get(c)
+    if name.startswith("other processes"):  # a noise indicator, no ratio
+        print(f"{name:32} {fmt(x)} {fmt(y)} {fmt(z)}")
+        continue
     print(f"{name:32} {fmt(x)} {fmt(y)} {fmt(z)} {ratio(x, y)} {ratio(x, z)}")
 PY
