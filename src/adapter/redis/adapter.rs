@@ -419,10 +419,15 @@ impl Adapter for RedisAdapter {
                 [room] => self.channels.room(room),
                 _ => self.channels.broadcast.clone(),
             };
-            let bytes = wire::encode_broadcast(
+            let args = match &message.packet.data {
+                Some(Value::Array(args)) => args.as_slice(),
+                _ => &[],
+            };
+            let bytes = wire::encode_broadcast_args(
                 self.uid(),
                 &self.nsp,
-                &payload_of(&message.packet),
+                args,
+                &message.packet.attachments,
                 target,
                 flags.volatile,
             );

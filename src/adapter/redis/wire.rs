@@ -121,10 +121,12 @@ pub fn parse_channel<'a>(prefix: &str, channel: &'a str) -> Option<ChannelKind<'
 
 /// msgpack arguments with binary inline, from a payload whose JSON holds placeholders.
 pub fn payload_to_msgpack(payload: &Payload) -> Vec<Mp> {
-    payload
-        .args
-        .iter()
-        .map(|arg| json_to_msgpack(arg, &payload.attachments))
+    args_to_msgpack(&payload.args, &payload.attachments)
+}
+
+fn args_to_msgpack(args: &[Value], attachments: &[Bytes]) -> Vec<Mp> {
+    args.iter()
+        .map(|arg| json_to_msgpack(arg, attachments))
         .collect()
 }
 
@@ -403,6 +405,26 @@ pub fn encode_broadcast(
     target: &Target,
     volatile: bool,
 ) -> Vec<u8> {
+    encode_broadcast_args(
+        uid,
+        nsp,
+        &payload.args,
+        &payload.attachments,
+        target,
+        volatile,
+    )
+}
+
+/// [`encode_broadcast`] from borrowed arguments (the broadcast path encodes without copying
+/// the packet's JSON).
+pub fn encode_broadcast_args(
+    uid: &str,
+    nsp: &str,
+    args: &[Value],
+    attachments: &[Bytes],
+    target: &Target,
+    volatile: bool,
+) -> Vec<u8> {
     let mut flags = Vec::new();
     if volatile {
         flags.push((Mp::from("volatile"), Mp::Boolean(true)));
@@ -411,14 +433,25 @@ pub fn encode_broadcast(
     if let Mp::Map(entries) = &mut opts {
         entries.push((Mp::from("flags"), Mp::Map(flags)));
     }
-    let message = Mp::Array(vec![Mp::from(uid), packet_to_msgpack(nsp, payload), opts]);
+    let message = Mp::Array(vec![
+        Mp::from(uid),
+        packet_args_to_msgpack(nsp, args, attachments),
+        opts,
+    ]);
     encode_msgpack(&message)
 }
 
 fn packet_to_msgpack(nsp: &str, payload: &Payload) -> Mp {
+    packet_args_to_msgpack(nsp, &payload.args, &payload.attachments)
+}
+
+fn packet_args_to_msgpack(nsp: &str, args: &[Value], attachments: &[Bytes]) -> Mp {
     Mp::Map(vec![
         (Mp::from("type"), Mp::from(2)),
-        (Mp::from("data"), Mp::Array(payload_to_msgpack(payload))),
+        (
+            Mp::from("data"),
+            Mp::Array(args_to_msgpack(args, attachments)),
+        ),
         (Mp::from("nsp"), Mp::from(nsp)),
     ])
 }
