@@ -99,11 +99,13 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// Drops everything queued (an aborted session flushes nothing).
-    pub fn clear(&self) {
+    /// Drops everything queued (an aborted session flushes nothing); returns how many frames.
+    pub fn clear(&self) -> usize {
         let mut state = self.state.lock();
+        let dropped = state.frames.len();
         state.frames = VecDeque::new();
         state.bytes = 0;
+        dropped
     }
 
     pub fn is_closed(&self) -> bool {

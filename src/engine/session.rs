@@ -182,6 +182,11 @@ impl<D> Session<D> {
                 self.close(CloseReason::SlowConsumer);
             }
             Err(PushError::VolatileDropped) => Metrics::add(&self.metrics.dropped_volatile, 1),
+            // Packets for a client cut as a slow consumer (until it leaves its rooms) are lost
+            // to it too: counted, so every lost delivery shows up.
+            Err(PushError::Closed) if self.close_reason() == Some(CloseReason::SlowConsumer) => {
+                Metrics::add(&self.metrics.dropped_slow_consumer, 1)
+            }
             _ => {}
         }
         result
@@ -207,7 +212,10 @@ impl<D> Session<D> {
         }
         *self.close_reason.lock() = Some(reason);
         if !reason.flushes() {
-            self.outbox.clear();
+            let dropped = self.outbox.clear() as u64;
+            if reason == CloseReason::SlowConsumer {
+                Metrics::add(&self.metrics.dropped_slow_consumer, dropped);
+            }
         }
         self.outbox.close();
         self.close_signal.notify_waiters();

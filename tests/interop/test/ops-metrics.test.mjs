@@ -156,7 +156,7 @@ test("metrics follow traffic: 50 clients, 20 disconnects, N messages, a room, ha
   }
 });
 
-test("metrics: a client that does not read overflows its queue: dropped_packets{slow_consumer} +1, it is disconnected", { timeout: 30000 }, async (t) => {
+test("metrics: a client that does not read overflows its queue: every packet it lost counts in dropped_packets{slow_consumer}, it is disconnected", { timeout: 30000 }, async (t) => {
   const h = harness(t);
   const node = await serve(h, ["--server-id", "ops-slow", "--max-buffered-bytes", "1024", ...QUIET]);
   const sender = h.client(node.url, MODES.websocket);
@@ -184,7 +184,10 @@ test("metrics: a client that does not read overflows its queue: dropped_packets{
   );
   const d = deltas(m0, m1);
   t.diagnostic(`slow consumer: ${JSON.stringify(d)}`);
-  assert.equal(d['ioscale_dropped_packets_total{reason="slow_consumer"}'], 1);
+  // Lost to the cut client: what sat in its queue (CONNECT reply, server-info, big-0), the packet
+  // that overflowed it (big-1), and big-2 if it was broadcast before the socket left its rooms.
+  const lost = d['ioscale_dropped_packets_total{reason="slow_consumer"}'];
+  assert.ok(lost === 4 || lost === 5, `slow_consumer drops: ${lost}`);
   assert.equal(d['ioscale_dropped_packets_total{reason="volatile"}'], undefined);
   // The application sees a transport error (as Socket.IO reports a failed transport).
   assert.equal(d['ioscale_disconnects_total{reason="transport error"}'], 1);
