@@ -111,6 +111,12 @@ impl Shared {
         }
     }
 
+    /// A client that could not connect (error or timeout).
+    fn connect_failed(&self, error: &str) {
+        self.connect_failed.fetch_add(1, Ordering::Relaxed);
+        self.note_error(error);
+    }
+
     fn note_error(&self, error: &str) {
         self.first_error
             .lock()

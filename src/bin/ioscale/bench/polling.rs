@@ -103,16 +103,8 @@ pub async fn run(plan: ClientPlan, shared: Arc<Shared>, http: HttpClient) {
     let (session, server_id) =
         match tokio::time::timeout(shared.connect_timeout, handshake(&plan, http)).await {
             Ok(Ok(connected)) => connected,
-            Ok(Err(error)) => {
-                shared.connect_failed.fetch_add(1, Ordering::Relaxed);
-                shared.note_error(&error);
-                return;
-            }
-            Err(_) => {
-                shared.connect_failed.fetch_add(1, Ordering::Relaxed);
-                shared.note_error("connect timed out");
-                return;
-            }
+            Ok(Err(error)) => return shared.connect_failed(&error),
+            Err(_) => return shared.connect_failed("connect timed out"),
         };
     shared.record_connect(started.elapsed(), &server_id);
     let session = Arc::new(session);
