@@ -12,6 +12,7 @@
 //! `lib/index.ts` (8.3.0).
 
 mod adapter;
+pub mod sharded;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -124,13 +124,13 @@ pub fn payload_to_msgpack(payload: &Payload) -> Vec<Mp> {
     args_to_msgpack(&payload.args, &payload.attachments)
 }
 
-fn args_to_msgpack(args: &[Value], attachments: &[Bytes]) -> Vec<Mp> {
+pub(super) fn args_to_msgpack(args: &[Value], attachments: &[Bytes]) -> Vec<Mp> {
     args.iter()
         .map(|arg| json_to_msgpack(arg, attachments))
         .collect()
 }
 
-fn json_to_msgpack(value: &Value, attachments: &[Bytes]) -> Mp {
+pub(super) fn json_to_msgpack(value: &Value, attachments: &[Bytes]) -> Mp {
     match value {
         Value::Null => Mp::Nil,
         Value::Bool(b) => Mp::Boolean(*b),
@@ -249,12 +249,12 @@ fn timestamp_iso(data: &[u8]) -> Option<String> {
     Some(humantime::format_rfc3339_millis(time).to_string())
 }
 
-fn rooms_to_msgpack(rooms: &[crate::adapter::Room]) -> Mp {
+pub(super) fn rooms_to_msgpack(rooms: &[crate::adapter::Room]) -> Mp {
     Mp::Array(rooms.iter().map(|room| Mp::from(&**room)).collect())
 }
 
 /// Room names from the wire: strings, or numbers (Node allows numeric rooms).
-fn rooms_from(value: Option<&Mp>) -> Vec<crate::adapter::Room> {
+pub(super) fn rooms_from(value: Option<&Mp>) -> Vec<crate::adapter::Room> {
     match value {
         Some(Mp::Array(items)) => items.iter().filter_map(room_name).collect(),
         Some(single) => room_name(single).into_iter().collect(),
@@ -278,14 +278,14 @@ fn target_to_msgpack(target: &Target) -> Mp {
     ])
 }
 
-fn target_from(opts: &Mp) -> Target {
+pub(super) fn target_from(opts: &Mp) -> Target {
     Target {
         rooms: rooms_from(field(opts, "rooms")),
         except: rooms_from(field(opts, "except")),
     }
 }
 
-fn field<'a>(map: &'a Mp, name: &str) -> Option<&'a Mp> {
+pub(super) fn field<'a>(map: &'a Mp, name: &str) -> Option<&'a Mp> {
     match map {
         Mp::Map(entries) => entries
             .iter()
@@ -295,7 +295,7 @@ fn field<'a>(map: &'a Mp, name: &str) -> Option<&'a Mp> {
     }
 }
 
-fn take_field(map: &mut Mp, name: &str) -> Option<Mp> {
+pub(super) fn take_field(map: &mut Mp, name: &str) -> Option<Mp> {
     match map {
         Mp::Map(entries) => {
             let index = entries
@@ -307,7 +307,7 @@ fn take_field(map: &mut Mp, name: &str) -> Option<Mp> {
     }
 }
 
-fn str_field(map: &Mp, name: &str) -> Option<String> {
+pub(super) fn str_field(map: &Mp, name: &str) -> Option<String> {
     field(map, name)?.as_str().map(str::to_owned)
 }
 
@@ -343,14 +343,14 @@ fn json_value_to_msgpack(value: Value) -> Mp {
     json_to_msgpack(&value, &[])
 }
 
-fn encode_msgpack(value: &Mp) -> Vec<u8> {
+pub(super) fn encode_msgpack(value: &Mp) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     // Writing into a Vec cannot fail.
     let _ = rmpv::encode::write_value(&mut out, value);
     out
 }
 
-fn msgpack_to_plain_json(value: Mp) -> Value {
+pub(super) fn msgpack_to_plain_json(value: Mp) -> Value {
     let mut attachments = Vec::new();
     let json = msgpack_to_json(value, &mut attachments);
     if attachments.is_empty() {
@@ -846,7 +846,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
     })
 }
 
-fn socket_info(mut socket: Mp) -> Option<SocketInfo> {
+pub(super) fn socket_info(mut socket: Mp) -> Option<SocketInfo> {
     let id = str_field(&socket, "id")?;
     let rooms = rooms_from(field(&socket, "rooms"))
         .iter()
