@@ -9,27 +9,83 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ioscale::adapter::redis::sharded::{ShardedCluster, ShardedConfig, SubscriptionMode};
+use ioscale::adapter::redis::{RedisCluster, RedisConfig, RedisLink};
 use ioscale::{BroadcastOperator, ConnectError, Event, Io, IoConfig, Namespace, Payload, Socket};
 use serde_json::{Value, json};
 
-/// `--port N` (default 3000) and `--redis-url URL` (joins a Redis cluster).
-fn main_args() -> (u16, Option<String>) {
+/// How this server joins a cluster, from the command line.
+struct RedisArgs {
+    urls: Vec<String>,
+    sharded: bool,
+    subscription_mode: SubscriptionMode,
+}
+
+/// `--port N` (default 3000), `--redis-url URL[,URL...]` (joins a Redis cluster),
+/// `--redis-mode classic|sharded`, `--redis-subscription-mode static|dynamic|dynamic-private`.
+fn main_args() -> (u16, RedisArgs) {
     let mut args = std::env::args().skip(1);
     let mut port = 3000;
-    let mut redis_url = None;
+    let mut redis = RedisArgs {
+        urls: Vec::new(),
+        sharded: false,
+        subscription_mode: SubscriptionMode::default(),
+    };
+    let fail = |message: &str| -> ! {
+        eprintln!("{message}");
+        std::process::exit(2)
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => {
-                port = args.next().and_then(|p| p.parse().ok()).unwrap_or_else(|| {
-                    eprintln!("--port expects a port number");
-                    std::process::exit(2)
-                });
+                port = args
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or_else(|| fail("--port expects a port number"));
             }
-            "--redis-url" => redis_url = args.next(),
+            "--redis-url" => redis.urls.extend(
+                args.next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|url| !url.is_empty())
+                    .map(str::to_owned),
+            ),
+            "--redis-mode" => {
+                redis.sharded = match args.next().as_deref() {
+                    Some("sharded") => true,
+                    Some("classic") => false,
+                    _ => fail("--redis-mode expects classic or sharded"),
+                }
+            }
+            "--redis-subscription-mode" => {
+                redis.subscription_mode = args
+                    .next()
+                    .unwrap_or_default()
+                    .parse()
+                    .unwrap_or_else(|error: String| fail(&error));
+            }
             _ => {}
         }
     }
-    (port, redis_url)
+    (port, redis)
+}
+
+/// Connects to Redis as the arguments say; `None` without a url.
+async fn redis_link(redis: RedisArgs) -> Option<RedisLink> {
+    let first = redis.urls.first()?.clone();
+    let link = if redis.sharded {
+        let mut config = ShardedConfig::new(redis.urls);
+        config.subscription_mode = redis.subscription_mode;
+        ShardedCluster::connect(config).map(RedisLink::Sharded)
+    } else {
+        RedisCluster::connect(RedisConfig::new(first)).map(RedisLink::Classic)
+    };
+    let link = link.unwrap_or_else(|error| {
+        eprintln!("{error}");
+        std::process::exit(2)
+    });
+    link.wait_until_up(Duration::from_secs(5)).await;
+    Some(link)
 }
 
 fn strings(value: Option<&Value>) -> Vec<String> {
@@ -311,21 +367,14 @@ fn install_cluster_events(ns: &Arc<Namespace>) {
 
 #[tokio::main]
 async fn main() {
-    let (port, redis_url) = main_args();
-    let io = match redis_url {
-        Some(url) => {
-            let cluster = match ioscale::adapter::redis::RedisCluster::connect(
-                ioscale::adapter::redis::RedisConfig::new(url),
-            ) {
-                Ok(cluster) => cluster,
-                Err(error) => {
-                    eprintln!("{error}");
-                    std::process::exit(2);
-                }
-            };
-            cluster.wait_until_up(Duration::from_secs(5)).await;
-            Io::with_adapter(IoConfig::default(), cluster.factory())
-        }
+    // Logs on stderr, filtered by RUST_LOG (off unless set), for the tests' diagnostics.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let (port, redis) = main_args();
+    let io = match redis_link(redis).await {
+        Some(link) => Io::with_adapter(IoConfig::default(), link.factory()),
         None => Io::new(IoConfig::default()),
     };
     install(&io.of("/"));

@@ -273,6 +273,11 @@ impl MemoryAdapter {
         delivered
     }
 
+    /// Whether a local socket has this id (a room named after it is that socket's own).
+    pub fn has_socket(&self, id: &str) -> bool {
+        Sid::parse(id).is_some_and(|sid| self.sockets.contains_key(&sid))
+    }
+
     /// Whether some local socket is in the room.
     pub fn has_room(&self, room: &str) -> bool {
         self.rooms.contains_key(room)

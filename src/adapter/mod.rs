@@ -137,6 +137,8 @@ pub enum AdapterError {
     },
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    #[error("not supported by this adapter: {0}")]
+    Unsupported(&'static str),
 }
 
 /// The per-namespace cluster seam. Local operations are synchronous; cluster-wide ones

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use fred::prelude::PubsubInterface;
-use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::wire::{self, Channels, Request, Response, WireError};
-use super::{RedisCluster, random_id};
+use super::{RedisCluster, random_id, shared};
 use crate::adapter::{
     AckEvent, AckRoute, Adapter, AdapterContext, AdapterError, BoxFuture, Broadcast,
     BroadcastFlags, MemoryAdapter, Room, ServerEventHook, SocketInfo, Target,
@@ -21,7 +20,6 @@ use crate::engine::Sid;
 use crate::metrics::Metrics;
 use crate::socket::Payload;
 use crate::socket::encode_frames;
-use crate::socket::packet::Packet;
 
 pub struct RedisAdapter {
     local: MemoryAdapter,
@@ -125,7 +123,7 @@ impl RedisAdapter {
         if message.uid == self.uid() || message.nsp != self.nsp {
             return Ok(());
         }
-        let packet = event_from_payload(&self.nsp, message.payload);
+        let packet = shared::event_from_payload(&self.nsp, message.payload);
         self.local.deliver(
             &encode_frames(&packet),
             &message.target,
@@ -217,18 +215,9 @@ impl RedisAdapter {
             (self.server_events)(payload, None);
             return;
         };
-        let (reply, answer) = oneshot::channel();
-        (self.server_events)(payload, Some(reply));
         let this = self.this.clone();
-        let timeout = self.timeout();
-        tokio::spawn(async move {
-            // The requester gives up after its own timeout; a handler that never answers
-            // must not keep this task forever.
-            if let Ok(Ok(payload)) = tokio::time::timeout(timeout, answer).await
-                && let Some(this) = this.upgrade()
-            {
-                let mut first = payload;
-                first.args.truncate(1);
+        shared::answer_server_event(&self.server_events, payload, self.timeout(), move |first| {
+            if let Some(this) = this.upgrade() {
                 this.publish_response(
                     "",
                     &Response::ServerSideAck {
@@ -248,48 +237,35 @@ impl RedisAdapter {
         target: Target,
         timeout_ms: Option<u64>,
     ) {
-        let mut packet = event_from_payload(&self.nsp, payload);
-        packet.id = Some(self.ack_ids.fetch_add(1, Ordering::Relaxed));
-        let (events, mut replies) = mpsc::unbounded_channel();
         let timeout = timeout_ms.map_or(self.timeout(), Duration::from_millis);
-        let route = AckRoute {
-            id: packet.id.unwrap_or(0),
-            timeout,
-            events,
-        };
-        let count = self
-            .local
-            .deliver(&encode_frames(&packet), &target, false, Some(&route));
-        drop(route);
-        self.publish_response(
-            &requester,
-            &Response::ClientCount {
-                request_id: request_id.clone(),
-                count,
-            },
-        );
-        if count == 0 {
-            return;
-        }
         let this = self.this.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut forwarded = 0;
-            while forwarded < count {
-                let Ok(Some(AckEvent::Reply(payload))) =
-                    tokio::time::timeout_at(deadline, replies.recv()).await
-                else {
-                    return;
+        let count_response = |count| Response::ClientCount {
+            request_id: request_id.clone(),
+            count,
+        };
+        let announce = |count| self.publish_response(&requester, &count_response(count));
+        let (ack_requester, ack_request_id) = (requester.clone(), request_id.clone());
+        shared::deliver_remote_ack_broadcast(
+            &self.local,
+            &self.nsp,
+            &self.ack_ids,
+            payload,
+            &target,
+            false,
+            timeout,
+            announce,
+            move |payload| {
+                let Some(this) = this.upgrade() else {
+                    return false;
                 };
-                let Some(this) = this.upgrade() else { return };
                 let response = Response::BroadcastAck {
-                    request_id: request_id.clone(),
+                    request_id: ack_request_id.clone(),
                     payload,
                 };
-                this.publish_response(&requester, &response);
-                forwarded += 1;
-            }
-        });
+                this.publish_response(&ack_requester, &response);
+                true
+            },
+        );
     }
 
     pub(super) fn on_response(&self, bytes: &[u8]) -> Result<(), WireError> {
@@ -328,13 +304,7 @@ impl RedisAdapter {
         self.pending.insert(request_id.clone(), sender);
         self.publish_request(&build(request_id.clone()));
         let deadline = tokio::time::Instant::now() + self.timeout();
-        let mut responses = Vec::with_capacity(expected);
-        while responses.len() < expected {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(response)) => responses.push(response),
-                Ok(None) | Err(_) => break,
-            }
-        }
+        let responses = shared::collect(&mut receiver, expected, deadline).await;
         self.pending.remove(&request_id);
         if responses.len() < expected {
             self.cluster
@@ -362,25 +332,6 @@ impl RedisAdapter {
         self.this
             .upgrade()
             .ok_or_else(|| AdapterError::Unavailable("namespace closed".into()))
-    }
-}
-
-/// An EVENT packet from `[event, ...args]` (binary as attachments).
-fn event_from_payload(nsp: &str, payload: Payload) -> Packet {
-    let mut packet = Packet::event(nsp, Value::Array(payload.args));
-    packet.attachments = payload.attachments;
-    packet
-}
-
-/// `[event, ...args]` of an event packet, as the wire carries it.
-fn payload_of(packet: &Packet) -> Payload {
-    let args = match &packet.data {
-        Some(Value::Array(args)) => args.clone(),
-        _ => Vec::new(),
-    };
-    Payload {
-        args,
-        attachments: packet.attachments.clone(),
     }
 }
 
@@ -419,14 +370,10 @@ impl Adapter for RedisAdapter {
                 [room] => self.channels.room(room),
                 _ => self.channels.broadcast.clone(),
             };
-            let args = match &message.packet.data {
-                Some(Value::Array(args)) => args.as_slice(),
-                _ => &[],
-            };
             let bytes = wire::encode_broadcast_args(
                 self.uid(),
                 &self.nsp,
-                args,
+                shared::args_of(&message.packet),
                 &message.packet.attachments,
                 target,
                 flags.volatile,
@@ -457,7 +404,7 @@ impl Adapter for RedisAdapter {
             uid: self.uid().to_owned(),
             request_id: request_id.clone(),
             nsp: self.nsp.clone(),
-            payload: payload_of(&message.packet),
+            payload: shared::payload_of(&message.packet),
             target: target.clone(),
             timeout_ms: Some(route.timeout.as_millis() as u64),
         });

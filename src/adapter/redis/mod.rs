@@ -13,6 +13,7 @@
 
 mod adapter;
 pub mod sharded;
+mod shared;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -410,4 +411,58 @@ fn random_id(len: usize) -> String {
     let mut id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
     id.truncate(len);
     id
+}
+
+/// A node's link to Redis: the classic adapter on one Redis server, or the sharded adapter
+/// on a Redis Cluster. What the application and its operations endpoints need of either.
+#[derive(Debug, Clone)]
+pub enum RedisLink {
+    Classic(Arc<RedisCluster>),
+    Sharded(Arc<sharded::ShardedCluster>),
+}
+
+impl RedisLink {
+    /// The adapter factory to build an [`crate::Io`] with.
+    pub fn factory(&self) -> AdapterFactory {
+        match self {
+            RedisLink::Classic(cluster) => cluster.factory(),
+            RedisLink::Sharded(cluster) => cluster.factory(),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        match self {
+            RedisLink::Classic(cluster) => cluster.is_up(),
+            RedisLink::Sharded(cluster) => cluster.is_up(),
+        }
+    }
+
+    pub fn stats(&self) -> &RedisStats {
+        match self {
+            RedisLink::Classic(cluster) => cluster.stats(),
+            RedisLink::Sharded(cluster) => cluster.stats(),
+        }
+    }
+
+    /// This node's id on the wire.
+    pub fn uid(&self) -> &str {
+        match self {
+            RedisLink::Classic(cluster) => cluster.uid(),
+            RedisLink::Sharded(cluster) => cluster.uid(),
+        }
+    }
+
+    pub async fn wait_until_up(&self, timeout: Duration) -> bool {
+        match self {
+            RedisLink::Classic(cluster) => cluster.wait_until_up(timeout).await,
+            RedisLink::Sharded(cluster) => cluster.wait_until_up(timeout).await,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            RedisLink::Classic(cluster) => cluster.close().await,
+            RedisLink::Sharded(cluster) => cluster.close().await,
+        }
+    }
 }

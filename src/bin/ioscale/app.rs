@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 use crate::ops::Ops;
 
 use anyhow::Context;
-use ioscale::adapter::redis::RedisCluster;
 use ioscale::socket::{serve_http, serve_http_with};
 use ioscale::{Event, Io, RoomEvent, Socket};
 use serde_json::{Value, json};
@@ -22,9 +21,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let shutdown = signals()?;
     // Read the TLS files first: a bad certificate must fail the start, not a later request.
     let http = options.limits.http(&options.tls)?;
-    let cluster = match options.redis_config() {
-        Some(config) => {
-            let cluster = RedisCluster::connect(config).context("cannot set up Redis")?;
+    let cluster = match options.redis_link()? {
+        Some(cluster) => {
             if !cluster.wait_until_up(Duration::from_secs(5)).await {
                 tracing::warn!("Redis is not reachable yet: serving local clients, retrying");
             }

@@ -19,12 +19,14 @@ use crate::config::{ClusterOptions, LogFormat};
 use crate::lb::command::{serve, shutdown};
 
 pub async fn run(options: ClusterOptions) -> anyhow::Result<()> {
-    let Some(redis_url) = options.redis_url.clone() else {
+    if options.redis_url.is_empty() {
         eprintln!(
             "ioscale cluster needs --redis-url (or REDIS_URL): without Redis the workers would not see each other's clients"
         );
         std::process::exit(2);
-    };
+    }
+    let redis_url = options.redis_url.join(",");
+    let redis_mode = options.redis_mode.to_args();
     // Handlers first: a signal during startup must still stop the workers.
     let signal = shutdown();
     let (listener, ops) = bind_with_ops(options.host, options.port, options.ops_port).await?;
@@ -41,6 +43,7 @@ pub async fn run(options: ClusterOptions) -> anyhow::Result<()> {
             port,
             executable: executable.clone(),
             redis_url: redis_url.clone(),
+            redis_mode: redis_mode.clone(),
             log_format: options.log.log_format,
             shutdown_timeout: options.shutdown_timeout,
         };
@@ -89,6 +92,7 @@ struct Worker {
     port: u16,
     executable: std::path::PathBuf,
     redis_url: String,
+    redis_mode: Vec<String>,
     log_format: LogFormat,
     shutdown_timeout: u64,
 }
@@ -104,6 +108,7 @@ impl Worker {
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--server-id", &format!("worker-{}", self.index)])
             .args(["--redis-url", &self.redis_url])
+            .args(&self.redis_mode)
             .args(["--log-format", format])
             .args(["--shutdown-timeout", &self.shutdown_timeout.to_string()])
             .stdin(Stdio::null())

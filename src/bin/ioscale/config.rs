@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ioscale::IoConfig;
-use ioscale::adapter::redis::RedisConfig;
+use ioscale::adapter::redis::sharded::{ShardedCluster, ShardedConfig, SubscriptionMode};
+use ioscale::adapter::redis::{RedisCluster, RedisConfig, RedisLink};
 use ioscale::engine::{AllowedOrigins, EngineConfig, Transports};
 use ioscale::socket::{HttpLimits, SocketLimits};
 
@@ -123,8 +124,11 @@ pub struct ClusterOptions {
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     pub host: std::net::IpAddr,
     /// Redis URL shared by the workers (required: without it they would not see each other).
-    #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
-    pub redis_url: Option<String>,
+    /// With `--redis-mode sharded`: the Redis Cluster's seed nodes (repeat, or a comma list).
+    #[arg(long, env = "REDIS_URL", value_parser = redis_url, value_delimiter = ',')]
+    pub redis_url: Vec<String>,
+    #[command(flatten)]
+    pub redis_mode: RedisModeOptions,
     /// Seconds a graceful shutdown may take.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,
@@ -139,6 +143,50 @@ pub struct ClusterOptions {
     pub tls: TlsOptions,
 }
 
+/// Which Redis adapter a node uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisMode {
+    /// One Redis server (or a primary with replicas behind Sentinel): Node's `createAdapter`.
+    #[default]
+    Classic,
+    /// A Redis Cluster with sharded pub/sub (Redis 7+): Node's `createShardedAdapter`.
+    Sharded,
+}
+
+#[derive(Debug, Args)]
+pub struct RedisModeOptions {
+    /// Redis adapter: `classic` (one Redis) or `sharded` (Redis Cluster, sharded pub/sub).
+    #[arg(long, env = "REDIS_MODE", value_enum, default_value_t = RedisMode::Classic)]
+    pub redis_mode: RedisMode,
+    /// Sharded adapter only: `static`, `dynamic` or `dynamic-private` (Node's
+    /// `subscriptionMode`; every node of a cluster must use the same).
+    #[arg(long, env = "REDIS_SUBSCRIPTION_MODE", default_value = "dynamic")]
+    pub redis_subscription_mode: SubscriptionMode,
+}
+
+impl RedisModeOptions {
+    /// The same options as command-line arguments (for the workers of `ioscale cluster`).
+    pub fn to_args(&self) -> Vec<String> {
+        let mode = match self.redis_mode {
+            RedisMode::Classic => "classic",
+            RedisMode::Sharded => "sharded",
+        };
+        let subscription = match self.redis_subscription_mode {
+            SubscriptionMode::Static => "static",
+            SubscriptionMode::Dynamic => "dynamic",
+            SubscriptionMode::DynamicPrivate => "dynamic-private",
+        };
+        [
+            "--redis-mode",
+            mode,
+            "--redis-subscription-mode",
+            subscription,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ServeOptions {
     /// TCP port to listen on (0 picks a free one).
@@ -151,8 +199,11 @@ pub struct ServeOptions {
     #[arg(long, env = "SERVER_ID", value_parser = non_empty)]
     pub server_id: Option<String>,
     /// Redis URL for the cluster adapter; without it the node runs alone (in-memory adapter).
-    #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
-    pub redis_url: Option<String>,
+    /// With `--redis-mode sharded`: the Redis Cluster's seed nodes (repeat, or a comma list).
+    #[arg(long, env = "REDIS_URL", value_parser = redis_url, value_delimiter = ',')]
+    pub redis_url: Vec<String>,
+    #[command(flatten)]
+    pub redis_mode: RedisModeOptions,
     /// Allowed origins, comma separated; `*` allows any. Unset: same origin only.
     #[arg(long, env = "ALLOWED_ORIGINS")]
     pub allowed_origins: Option<String>,
@@ -355,13 +406,34 @@ impl ServeOptions {
             .unwrap_or_else(|| format!("server-{}", std::process::id()))
     }
 
-    pub fn redis_config(&self) -> Option<RedisConfig> {
-        let url = self.redis_url.as_ref()?;
-        let mut config = RedisConfig::new(url.clone());
-        config.key_prefix = self.redis_key_prefix.clone();
-        config.requests_timeout = Duration::from_millis(self.redis_requests_timeout);
-        config.publish_on_specific_response_channel = self.redis_specific_response_channel;
-        Some(config)
+    /// Connects to Redis as configured (in the background); `None` without `--redis-url`.
+    pub fn redis_link(&self) -> anyhow::Result<Option<RedisLink>> {
+        if self.redis_url.is_empty() {
+            return Ok(None);
+        }
+        let requests_timeout = Duration::from_millis(self.redis_requests_timeout);
+        let link = match self.redis_mode.redis_mode {
+            RedisMode::Classic => {
+                let [url] = self.redis_url.as_slice() else {
+                    anyhow::bail!(
+                        "--redis-mode classic takes one --redis-url (several are seed nodes of a Redis Cluster: use --redis-mode sharded)"
+                    );
+                };
+                let mut config = RedisConfig::new(url.clone());
+                config.key_prefix = self.redis_key_prefix.clone();
+                config.requests_timeout = requests_timeout;
+                config.publish_on_specific_response_channel = self.redis_specific_response_channel;
+                RedisLink::Classic(RedisCluster::connect(config)?)
+            }
+            RedisMode::Sharded => {
+                let mut config = ShardedConfig::new(self.redis_url.clone());
+                config.key_prefix = self.redis_key_prefix.clone();
+                config.requests_timeout = requests_timeout;
+                config.subscription_mode = self.redis_mode.redis_subscription_mode;
+                RedisLink::Sharded(ShardedCluster::connect(config)?)
+            }
+        };
+        Ok(Some(link))
     }
 
     pub fn io_config(&self) -> IoConfig {

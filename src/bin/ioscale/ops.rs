@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use ioscale::Io;
-use ioscale::adapter::redis::RedisCluster;
+use ioscale::adapter::redis::RedisLink;
 use ioscale::metrics::{DISCONNECT_REASONS, HANDSHAKE_ERROR_CODES, LIMITS};
 use ioscale::socket::Body;
 use prometheus_client::collector::Collector;
@@ -23,7 +23,7 @@ use crate::stats::ClusterStats;
 /// The node's operational state and endpoints.
 pub struct Ops {
     io: Io,
-    cluster: Option<Arc<RedisCluster>>,
+    cluster: Option<RedisLink>,
     server_id: Arc<str>,
     started: Instant,
     shutting_down: AtomicBool,
@@ -32,7 +32,7 @@ pub struct Ops {
 }
 
 impl Ops {
-    pub fn new(io: Io, cluster: Option<Arc<RedisCluster>>, server_id: Arc<str>) -> Arc<Self> {
+    pub fn new(io: Io, cluster: Option<RedisLink>, server_id: Arc<str>) -> Arc<Self> {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(NodeCollector {
             io: io.clone(),
@@ -136,7 +136,7 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> 
 #[derive(Debug)]
 struct NodeCollector {
     io: Io,
-    cluster: Option<Arc<RedisCluster>>,
+    cluster: Option<RedisLink>,
 }
 
 fn counter(

@@ -1,2 +1,546 @@
-//! placeholder
+//! The sharded Redis adapter, wire-compatible with Node's `createShardedAdapter`
+//! (`@socket.io/redis-adapter` 8.3): Redis Cluster with sharded pub/sub (`SPUBLISH`,
+//! `SSUBSCRIBE`, Redis ≥ 7), so that channels spread over the shards and survive the failover
+//! of a master to its replica.
+//!
+//! Channels of namespace `N` with prefix `P`: the main channel `P#N#` (every broadcast and
+//! request), one response channel per node `P#N#<uid>#`, and in the dynamic subscription
+//! modes one channel per room `P#N#<room>#`, subscribed by the nodes that have the room.
+//!
+//! One [`ShardedCluster`] per process holds two `fred` cluster clients: a publisher fed by a
+//! bounded queue and drained in pipelined batches (each `SPUBLISH` goes to its slot's master),
+//! and a subscriber with one connection per master. Subscriptions are made by one task that
+//! keeps the set of wanted channels and renews them all after a reconnection or a topology
+//! change (a promoted replica, moved slots), one channel per command.
+//!
+//! Wire formats: [`wire`]; notes: `docs/wire/redis-sharded-adapter-8.3.md`.
+
+mod adapter;
 pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use fred::prelude::{
+    Builder, Client, ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy,
+    ServerConfig, TcpConfig,
+};
+use futures_util::StreamExt as _;
+use tokio::sync::{broadcast, mpsc};
+
+pub use adapter::ShardedAdapter;
+
+use super::{RedisError, RedisStats};
+use crate::adapter::{Adapter, AdapterContext, AdapterError, AdapterFactory};
+
+/// Which channels a node subscribes to, and where single-room broadcasts are published
+/// (`subscriptionMode` of the Node adapter). Every node of a cluster must use the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SubscriptionMode {
+    /// Main and response channels only: every broadcast goes through the main channel.
+    Static,
+    /// Plus one channel per room, except the rooms named after a local socket id.
+    #[default]
+    Dynamic,
+    /// Plus one channel per room, socket-id rooms included.
+    DynamicPrivate,
+}
+
+impl FromStr for SubscriptionMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "static" => Ok(SubscriptionMode::Static),
+            "dynamic" => Ok(SubscriptionMode::Dynamic),
+            "dynamic-private" => Ok(SubscriptionMode::DynamicPrivate),
+            other => Err(format!(
+                "unknown subscription mode {other:?} (expected static, dynamic or dynamic-private)"
+            )),
+        }
+    }
+}
+
+/// Sharded adapter settings. Defaults match the Node adapter.
+#[derive(Debug, Clone)]
+pub struct ShardedConfig {
+    /// Seed nodes of the Redis Cluster (`redis://[user:password@]host:port`); the rest of
+    /// the cluster is discovered from them.
+    pub urls: Vec<String>,
+    /// Channel prefix (`channelPrefix`). Default `socket.io`.
+    pub key_prefix: String,
+    /// Default `dynamic`.
+    pub subscription_mode: SubscriptionMode,
+    /// How long fetch sockets and server-side acks wait. Default 5 s.
+    pub requests_timeout: Duration,
+    /// Messages waiting to be published before new ones are dropped. Default 65536.
+    pub publish_queue: usize,
+}
+
+impl ShardedConfig {
+    pub fn new(urls: Vec<String>) -> Self {
+        ShardedConfig {
+            urls,
+            key_prefix: "socket.io".to_owned(),
+            subscription_mode: SubscriptionMode::default(),
+            requests_timeout: Duration::from_millis(5000),
+            publish_queue: 65_536,
+        }
+    }
+}
+
+/// A change to the set of channels this node wants.
+#[derive(Debug)]
+enum Subscription {
+    Add(String),
+    Remove(String),
+    /// Subscribe every wanted channel again (after a reconnection or a topology change).
+    Renew,
+}
+
+/// One node's link to a Redis Cluster, shared by the adapters of all its namespaces.
+pub struct ShardedCluster {
+    config: ShardedConfig,
+    uid: String,
+    publisher: Client,
+    subscriber: Client,
+    outgoing: mpsc::Sender<(String, Bytes)>,
+    subscriptions: mpsc::UnboundedSender<Subscription>,
+    adapters: DashMap<String, Weak<ShardedAdapter>>,
+    stats: RedisStats,
+    up: AtomicBool,
+    /// Channels wanted but not (yet) subscribed, for the logs and `/ready`.
+    subscribe_failures: AtomicU64,
+}
+
+impl std::fmt::Debug for ShardedCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardedCluster")
+            .field("uid", &self.uid)
+            .field("up", &self.is_up())
+            .finish()
+    }
+}
+
+impl ShardedCluster {
+    /// Starts connecting to the cluster in the background (local clients are served while
+    /// it is unreachable).
+    pub fn connect(config: ShardedConfig) -> Result<Arc<Self>, RedisError> {
+        let redis_config = cluster_config(&config.urls)?;
+        let build = |subscriber: bool| {
+            let mut builder = Builder::from_config(redis_config.clone());
+            builder
+                .with_config(|c| c.fail_fast = false)
+                .with_connection_config(|c| {
+                    c.connection_timeout = Duration::from_secs(5);
+                    c.max_redirections = 16;
+                    c.tcp = TcpConfig {
+                        nodelay: Some(true),
+                        keepalive: Some(
+                            fred::socket2::TcpKeepalive::new()
+                                .with_time(Duration::from_secs(30))
+                                .with_interval(Duration::from_secs(10)),
+                        ),
+                        ..TcpConfig::default()
+                    };
+                })
+                .with_performance_config(|p| {
+                    p.default_command_timeout = Duration::from_secs(5);
+                    if subscriber {
+                        p.broadcast_channel_capacity = 16_384;
+                    }
+                })
+                // A failed master is replaced after the cluster's node timeout: retry quickly.
+                .set_policy(ReconnectPolicy::new_linear(0, 2_000, 100));
+            builder.build()
+        };
+        let publisher = build(false).map_err(|e| RedisError::Config(e.to_string()))?;
+        let subscriber = build(true).map_err(|e| RedisError::Config(e.to_string()))?;
+        let (outgoing, queue) = mpsc::channel(config.publish_queue.max(1));
+        let (subscriptions, changes) = mpsc::unbounded_channel();
+        let cluster = Arc::new(ShardedCluster {
+            uid: hex_id(),
+            config,
+            publisher,
+            subscriber,
+            outgoing,
+            subscriptions,
+            adapters: DashMap::new(),
+            stats: RedisStats::default(),
+            up: AtomicBool::new(false),
+            subscribe_failures: AtomicU64::new(0),
+        });
+        cluster.publisher.connect();
+        cluster.subscriber.connect();
+        let weak = Arc::downgrade(&cluster);
+        tokio::spawn(publish_loop(cluster.publisher.clone(), queue, weak.clone()));
+        tokio::spawn(subscribe_loop(
+            cluster.subscriber.message_rx(),
+            weak.clone(),
+        ));
+        tokio::spawn(manage_subscriptions(
+            cluster.subscriber.clone(),
+            changes,
+            weak.clone(),
+        ));
+        tokio::spawn(watch_cluster(
+            cluster.subscriber.clone(),
+            cluster.publisher.clone(),
+            weak,
+        ));
+        Ok(cluster)
+    }
+
+    /// The adapter factory to build an [`crate::Io`] with.
+    pub fn factory(self: &Arc<Self>) -> AdapterFactory {
+        let cluster = self.clone();
+        Arc::new(move |context: AdapterContext| {
+            let adapter = ShardedAdapter::new(cluster.clone(), context);
+            cluster
+                .adapters
+                .insert(adapter.namespace().to_owned(), Arc::downgrade(&adapter));
+            adapter.subscribe();
+            adapter as Arc<dyn Adapter>
+        })
+    }
+
+    pub fn config(&self) -> &ShardedConfig {
+        &self.config
+    }
+
+    /// This node's id on the wire (16 hex digits, as Node's adapters make them).
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    pub fn stats(&self) -> &RedisStats {
+        &self.stats
+    }
+
+    /// Whether both clients are connected to the cluster.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Waits until both clients are connected (or the timeout passes).
+    pub async fn wait_until_up(&self, timeout: Duration) -> bool {
+        let connected = async {
+            let _ = self.publisher.wait_for_connect().await;
+            let _ = self.subscriber.wait_for_connect().await;
+        };
+        let up = tokio::time::timeout(timeout, connected).await.is_ok();
+        if up {
+            self.up.store(true, Ordering::Release);
+        }
+        up
+    }
+
+    /// Leaves the cluster: closing the connections drops every subscription (Node sends
+    /// nothing either).
+    pub async fn close(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.subscriber.quit().await;
+            let _ = self.publisher.quit().await;
+        })
+        .await;
+        self.up.store(false, Ordering::Release);
+    }
+
+    /// Queues a message for `SPUBLISH`; never waits. Dropped and counted when the queue is
+    /// full or the cluster is down.
+    fn publish(&self, channel: String, payload: Vec<u8>) {
+        if !self.is_up() {
+            self.stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self
+            .outgoing
+            .try_send((channel, Bytes::from(payload)))
+            .is_err()
+        {
+            let dropped = self.stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    "Redis publish queue full: dropping messages"
+                );
+            }
+        }
+    }
+
+    fn want(&self, change: Subscription) {
+        let _ = self.subscriptions.send(change);
+    }
+
+    /// `PUBSUB SHARDNUMSUB` of a channel, asked of its slot's master: how many nodes
+    /// subscribe to it (Node sums the answers of every master; the others answer 0).
+    async fn shard_numsub(&self, channel: &str) -> Result<usize, AdapterError> {
+        let reply: Vec<fred::prelude::Value> = self
+            .publisher
+            .pubsub_shardnumsub(channel)
+            .await
+            .map_err(|e| AdapterError::Unavailable(e.to_string()))?;
+        Ok(reply.get(1).and_then(|count| count.as_u64()).unwrap_or(0) as usize)
+    }
+
+    fn adapter(&self, nsp: &str) -> Option<Arc<ShardedAdapter>> {
+        self.adapters.get(nsp).and_then(|weak| weak.upgrade())
+    }
+}
+
+/// A fred cluster configuration from seed urls (credentials and TLS of the first one).
+fn cluster_config(urls: &[String]) -> Result<Config, RedisError> {
+    let first = urls
+        .first()
+        .ok_or_else(|| RedisError::Config("no Redis Cluster seed url".into()))?;
+    let mut config = Config::from_url(first).map_err(|e| RedisError::Config(e.to_string()))?;
+    let mut hosts = Vec::with_capacity(urls.len());
+    for url in urls {
+        let seed = Config::from_url(url).map_err(|e| RedisError::Config(e.to_string()))?;
+        match seed.server {
+            ServerConfig::Centralized { server } => {
+                hosts.push((server.host.to_string(), server.port))
+            }
+            ServerConfig::Clustered { hosts: more, .. } => {
+                hosts.extend(more.into_iter().map(|s| (s.host.to_string(), s.port)))
+            }
+            _ => return Err(RedisError::Config(format!("unsupported Redis url {url}"))),
+        }
+    }
+    config.server = ServerConfig::Clustered {
+        hosts: hosts
+            .into_iter()
+            .map(|(host, port)| fred::types::config::Server::new(host, port))
+            .collect(),
+        // Rediscover through every node seen so far, not only the seeds: a seed may be the
+        // very master that failed.
+        policy: fred::types::config::ClusterDiscoveryPolicy::UseCache,
+    };
+    Ok(config)
+}
+
+/// `SPUBLISH`es queued messages in pipelined batches, in queue order per slot.
+async fn publish_loop(
+    publisher: Client,
+    mut queue: mpsc::Receiver<(String, Bytes)>,
+    cluster: Weak<ShardedCluster>,
+) {
+    const MAX_BATCH: usize = 512;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        let count = batch.len() as u64;
+        let pipeline = publisher.pipeline();
+        for (channel, payload) in batch.drain(..) {
+            let _: Result<(), _> = pipeline.spublish(channel, payload).await;
+        }
+        let results = pipeline.try_all::<fred::prelude::Value>().await;
+        let failed = results.iter().filter(|result| result.is_err()).count() as u64;
+        cluster
+            .stats
+            .published
+            .fetch_add(count - failed, Ordering::Relaxed);
+        if failed > 0 {
+            cluster
+                .stats
+                .publish_dropped
+                .fetch_add(failed, Ordering::Relaxed);
+            if let Some(Err(error)) = results.iter().find(|result| result.is_err()) {
+                tracing::warn!(failed, %error, "Redis SPUBLISH failed");
+            }
+        }
+    }
+}
+
+/// Hands every sharded message to its namespace's adapter; never waits on clients.
+async fn subscribe_loop(
+    mut messages: broadcast::Receiver<fred::types::Message>,
+    cluster: Weak<ShardedCluster>,
+) {
+    loop {
+        let message = match messages.recv().await {
+            Ok(message) => message,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                if let Some(cluster) = cluster.upgrade() {
+                    cluster
+                        .stats
+                        .received_lagged
+                        .fetch_add(missed, Ordering::Relaxed);
+                }
+                tracing::warn!(missed, "Redis subscriber fell behind: messages lost");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        cluster.stats.received.fetch_add(1, Ordering::Relaxed);
+        let channel: &str = &message.channel;
+        let Some((nsp, tail)) = wire::parse_channel(&cluster.config.key_prefix, channel) else {
+            continue;
+        };
+        let Some(adapter) = cluster.adapter(nsp) else {
+            continue;
+        };
+        let handled = match message.value.as_bytes() {
+            Some(payload) => adapter.on_message(tail, payload),
+            None => Err(super::wire::WireError::Shape("message is not a string")),
+        };
+        if let Err(error) = handled {
+            cluster
+                .stats
+                .received_invalid
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(channel, %error, "dropping invalid message from Redis");
+        }
+    }
+}
+
+/// Applies subscription changes in order, one channel per command (channels of one
+/// `SSUBSCRIBE` must share a slot), and renews them all on request.
+async fn manage_subscriptions(
+    subscriber: Client,
+    mut changes: mpsc::UnboundedReceiver<Subscription>,
+    cluster: Weak<ShardedCluster>,
+) {
+    const MAX_BATCH: usize = 4096;
+    const IN_FLIGHT: usize = 32;
+    let mut wanted: HashSet<String> = HashSet::new();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while changes.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // The last change of a channel in the batch wins: a room created and deleted in
+        // one batch costs nothing.
+        let mut net: HashMap<String, bool> = HashMap::new();
+        let mut renew = false;
+        for change in batch.drain(..) {
+            match change {
+                Subscription::Add(channel) => {
+                    net.insert(channel, true);
+                }
+                Subscription::Remove(channel) => {
+                    net.insert(channel, false);
+                }
+                Subscription::Renew => renew = true,
+            }
+        }
+        let mut subscribe = Vec::new();
+        let mut unsubscribe = Vec::new();
+        for (channel, on) in net {
+            if on {
+                if wanted.insert(channel.clone()) {
+                    subscribe.push(channel);
+                }
+            } else if wanted.remove(&channel) {
+                unsubscribe.push(channel);
+            }
+        }
+        if renew {
+            subscribe = wanted.iter().cloned().collect();
+        }
+        let subscribing = futures_util::stream::iter(subscribe.into_iter().map(|channel| {
+            let subscriber = subscriber.clone();
+            async move { (subscriber.ssubscribe(channel.clone()).await, channel) }
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>();
+        let unsubscribing = futures_util::stream::iter(unsubscribe.into_iter().map(|channel| {
+            let subscriber = subscriber.clone();
+            async move { (subscriber.sunsubscribe(channel.clone()).await, channel) }
+        }))
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>();
+        let (subscribed, _) = tokio::join!(subscribing, unsubscribing);
+        let failed: Vec<_> = subscribed
+            .into_iter()
+            .filter_map(|(result, channel)| result.err().map(|error| (error, channel)))
+            .collect();
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        if let Some((error, channel)) = failed.first() {
+            cluster
+                .subscribe_failures
+                .fetch_add(failed.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                failed = failed.len(),
+                channel,
+                %error,
+                "Redis SSUBSCRIBE failed: retrying in 1 s"
+            );
+            let retry = cluster.subscriptions.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = retry.send(Subscription::Renew);
+            });
+        }
+    }
+}
+
+/// Tracks whether the cluster is reachable, and renews the subscriptions after every
+/// reconnection and topology change (Redis drops a channel's subscribers when its slot
+/// moves, for example to a promoted replica).
+async fn watch_cluster(subscriber: Client, publisher: Client, cluster: Weak<ShardedCluster>) {
+    let mut errors = subscriber.error_rx();
+    let mut publisher_errors = publisher.error_rx();
+    let mut reconnects = subscriber.reconnect_rx();
+    let mut changes = subscriber.cluster_change_rx();
+    let mut publisher_changes = publisher.cluster_change_rx();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut connected_once = false;
+    loop {
+        let mut renew = false;
+        tokio::select! {
+            error = errors.recv() => if let Ok((error, server)) = error {
+                tracing::warn!(%error, ?server, "Redis Cluster subscriber error");
+            },
+            error = publisher_errors.recv() => if let Ok((error, server)) = error {
+                tracing::warn!(%error, ?server, "Redis Cluster publisher error");
+            },
+            server = reconnects.recv() => if let Ok(server) = server {
+                tracing::info!(%server, "Redis Cluster subscriber connected");
+                if let (true, Some(cluster)) = (connected_once, cluster.upgrade()) {
+                    cluster.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                connected_once = true;
+                renew = true;
+            },
+            change = changes.recv() => if let Ok(change) = change {
+                tracing::info!(?change, "Redis Cluster topology changed");
+                renew = true;
+            },
+            change = publisher_changes.recv() => if let Ok(change) = change {
+                tracing::info!(?change, "Redis Cluster topology changed (seen by the publisher)");
+                renew = true;
+            },
+            _ = tick.tick() => {}
+        }
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        if renew {
+            cluster.want(Subscription::Renew);
+        }
+        let up = subscriber.is_connected() && publisher.is_connected();
+        if cluster.up.swap(up, Ordering::AcqRel) != up {
+            if up {
+                tracing::info!("Redis Cluster is up: cluster traffic resumes");
+            } else {
+                tracing::warn!("Redis Cluster is down: serving local clients only");
+            }
+        }
+    }
+}
+
+/// 16 lower-case hex digits (node uids and request ids, as Node's adapters make them).
+fn hex_id() -> String {
+    let raw: [u8; 8] = rand::random();
+    raw.iter().map(|byte| format!("{byte:02x}")).collect()
+}
