@@ -27,8 +27,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use fred::prelude::{
-    Builder, Client, ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy,
-    ServerConfig, TcpConfig,
+    Builder, Client, ClientLike, ClusterInterface, Config, EventInterface, PubsubInterface,
+    ReconnectPolicy, ServerConfig, TcpConfig,
 };
 use futures_util::StreamExt as _;
 use tokio::sync::{broadcast, mpsc};
@@ -485,15 +485,19 @@ async fn manage_subscriptions(
 }
 
 /// Tracks whether the cluster is reachable, and renews the subscriptions after every
-/// reconnection and topology change (Redis drops a channel's subscribers when its slot
-/// moves, for example to a promoted replica).
+/// reconnection and every change of slot owners. Redis drops a channel's subscribers when
+/// its slot moves (to a promoted replica, say) and tells them with a push that the client
+/// library discards; the old master may even go on accepting `SPUBLISH` as a replica, so
+/// nothing fails. Hence the slot map is read again every second and compared.
 async fn watch_cluster(subscriber: Client, publisher: Client, cluster: Weak<ShardedCluster>) {
     let mut errors = subscriber.error_rx();
     let mut publisher_errors = publisher.error_rx();
     let mut reconnects = subscriber.reconnect_rx();
-    let mut changes = subscriber.cluster_change_rx();
-    let mut publisher_changes = publisher.cluster_change_rx();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut topology = tokio::time::interval(TOPOLOGY_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    topology.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut owners = slot_owners(&subscriber);
     let mut connected_once = false;
     loop {
         let mut renew = false;
@@ -512,13 +516,20 @@ async fn watch_cluster(subscriber: Client, publisher: Client, cluster: Weak<Shar
                 connected_once = true;
                 renew = true;
             },
-            change = changes.recv() => if let Ok(change) = change {
-                tracing::info!(?change, "Redis Cluster topology changed");
-                renew = true;
-            },
-            change = publisher_changes.recv() => if let Ok(change) = change {
-                tracing::info!(?change, "Redis Cluster topology changed (seen by the publisher)");
-                renew = true;
+            _ = topology.tick() => {
+                if subscriber.is_connected() {
+                    // A failed sync is retried at the next tick.
+                    let _ = tokio::time::timeout(TOPOLOGY_CHECK, subscriber.sync_cluster()).await;
+                }
+                let now = slot_owners(&subscriber);
+                if now != owners {
+                    tracing::info!(?now, "Redis Cluster slot owners changed: renewing subscriptions");
+                    if publisher.is_connected() {
+                        let _ = tokio::time::timeout(TOPOLOGY_CHECK, publisher.sync_cluster()).await;
+                    }
+                    owners = now;
+                    renew = true;
+                }
             },
             _ = tick.tick() => {}
         }
@@ -537,6 +548,23 @@ async fn watch_cluster(subscriber: Client, publisher: Client, cluster: Weak<Shar
             }
         }
     }
+}
+
+/// How often the slot map is read again.
+const TOPOLOGY_CHECK: Duration = Duration::from_secs(1);
+
+/// `(first slot, last slot, master)` of each range, as the client routes them now.
+fn slot_owners(client: &Client) -> Vec<(u16, u16, String)> {
+    client
+        .cached_cluster_state()
+        .map(|state| {
+            state
+                .slots()
+                .iter()
+                .map(|range| (range.start, range.end, range.primary.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// 16 lower-case hex digits (node uids and request ids, as Node's adapters make them).
