@@ -89,30 +89,16 @@ impl ShardedAdapter {
         self.cluster.config.requests_timeout
     }
 
-    /// Whether this node subscribes to a room's channel when the room appears here
-    /// (Node's `shouldUseASeparateNamespace`).
+    /// Whether this node subscribes to a room's channel when the room appears here.
     fn subscribes_room(&self, room: &str) -> bool {
-        match self.mode() {
-            SubscriptionMode::Static => false,
-            SubscriptionMode::Dynamic => !self.local.has_socket(room),
-            SubscriptionMode::DynamicPrivate => true,
-        }
+        self.mode().subscribes_room(self.local.has_socket(room))
     }
 
     /// The channel of a broadcast without ack (Node's `computeChannel`).
     fn broadcast_channel(&self, target: &Target) -> String {
-        let [room] = target.rooms.as_slice() else {
-            return self.channels.main.clone();
-        };
-        let own_channel = match self.mode() {
-            SubscriptionMode::Static => false,
-            SubscriptionMode::Dynamic => !wire::looks_like_socket_id(room),
-            SubscriptionMode::DynamicPrivate => true,
-        };
-        if own_channel {
-            self.channels.sub(room)
-        } else {
-            self.channels.main.clone()
+        match target.rooms.as_slice() {
+            [room] if self.mode().publishes_on_room_channel(room) => self.channels.sub(room),
+            _ => self.channels.main.clone(),
         }
     }
 

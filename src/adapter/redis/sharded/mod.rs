@@ -66,6 +66,28 @@ impl FromStr for SubscriptionMode {
     }
 }
 
+impl SubscriptionMode {
+    /// Whether a single-room broadcast without ack goes to the room's own channel rather
+    /// than the main one (Node's `computeChannel`).
+    pub fn publishes_on_room_channel(self, room: &str) -> bool {
+        match self {
+            SubscriptionMode::Static => false,
+            SubscriptionMode::Dynamic => !wire::looks_like_socket_id(room),
+            SubscriptionMode::DynamicPrivate => true,
+        }
+    }
+
+    /// Whether a node subscribes to a room's channel when the room appears on it; a room
+    /// named after one of the node's sockets is private (Node's `shouldUseASeparateNamespace`).
+    pub fn subscribes_room(self, private: bool) -> bool {
+        match self {
+            SubscriptionMode::Static => false,
+            SubscriptionMode::Dynamic => !private,
+            SubscriptionMode::DynamicPrivate => true,
+        }
+    }
+}
+
 /// Sharded adapter settings. Defaults match the Node adapter.
 #[derive(Debug, Clone)]
 pub struct ShardedConfig {
@@ -301,6 +323,11 @@ fn cluster_config(urls: &[String]) -> Result<Config, RedisError> {
     let mut config = Config::from_url(first).map_err(|e| RedisError::Config(e.to_string()))?;
     let mut hosts = Vec::with_capacity(urls.len());
     for url in urls {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(RedisError::Config(format!(
+                "{url}: expected redis://host:port or rediss://host:port"
+            )));
+        }
         let seed = Config::from_url(url).map_err(|e| RedisError::Config(e.to_string()))?;
         match seed.server {
             ServerConfig::Centralized { server } => {
@@ -571,4 +598,67 @@ fn slot_owners(client: &Client) -> Vec<(u16, u16, String)> {
 fn hex_id() -> String {
     let raw: [u8; 8] = rand::random();
     raw.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_by_their_node_names() {
+        assert_eq!("static".parse(), Ok(SubscriptionMode::Static));
+        assert_eq!("dynamic".parse(), Ok(SubscriptionMode::Dynamic));
+        assert_eq!(
+            "dynamic-private".parse(),
+            Ok(SubscriptionMode::DynamicPrivate)
+        );
+        assert!("Dynamic".parse::<SubscriptionMode>().is_err());
+        assert_eq!(SubscriptionMode::default(), SubscriptionMode::Dynamic);
+    }
+
+    #[test]
+    fn room_channels_follow_node_rules_in_each_mode() {
+        let sid = "tY98fPw-8BkCSItmAAAB";
+        for room in ["room1", sid] {
+            assert!(!SubscriptionMode::Static.publishes_on_room_channel(room));
+            assert!(SubscriptionMode::DynamicPrivate.publishes_on_room_channel(room));
+        }
+        assert!(SubscriptionMode::Dynamic.publishes_on_room_channel("room1"));
+        // Socket ids (any 20-character room) go through the main channel in `dynamic`.
+        assert!(!SubscriptionMode::Dynamic.publishes_on_room_channel(sid));
+        assert!(!SubscriptionMode::Dynamic.publishes_on_room_channel("twenty-characters-xx"));
+
+        assert!(!SubscriptionMode::Static.subscribes_room(false));
+        assert!(SubscriptionMode::Dynamic.subscribes_room(false));
+        assert!(!SubscriptionMode::Dynamic.subscribes_room(true));
+        assert!(SubscriptionMode::DynamicPrivate.subscribes_room(true));
+    }
+
+    #[test]
+    fn seeds_become_one_cluster_configuration() {
+        let urls = vec![
+            "redis://user:pw@127.0.0.1:7001".to_owned(),
+            "redis://127.0.0.1:7002".to_owned(),
+        ];
+        let config = cluster_config(&urls).unwrap_or_else(|e| panic!("{e}"));
+        let ServerConfig::Clustered { hosts, .. } = &config.server else {
+            panic!("not a cluster configuration")
+        };
+        let ports: Vec<u16> = hosts.iter().map(|server| server.port).collect();
+        assert_eq!(ports, vec![7001, 7002]);
+        assert_eq!(config.username.as_deref(), Some("user"));
+        assert!(cluster_config(&[]).is_err());
+        assert!(cluster_config(&["http://x".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn hex_ids_are_sixteen_lower_case_digits() {
+        let id = hex_id();
+        assert_eq!(id.len(), 16);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        assert_ne!(id, hex_id());
+    }
 }
