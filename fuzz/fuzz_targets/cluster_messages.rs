@@ -1,6 +1,7 @@
-//! Feeds arbitrary bytes to the Redis adapter's decoders (broadcasts, requests, responses,
-//! channel names): what another node or a hostile Redis client could publish. Decoded
-//! requests and responses must re-encode into messages that decode to the same value.
+//! Feeds arbitrary bytes to the Redis adapters' decoders (classic broadcasts, requests,
+//! responses; sharded `ClusterAdapter` messages; channel names): what another node or a
+//! hostile Redis client could publish. Decoded messages must re-encode into messages that
+//! decode again.
 
 #![no_main]
 
@@ -8,6 +9,7 @@ use ioscale::adapter::redis::wire::{
     decode_broadcast, decode_request, decode_response, encode_request, encode_response,
     parse_channel,
 };
+use ioscale::adapter::redis::sharded::wire as sharded;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -19,7 +21,15 @@ fuzz_target!(|input: &[u8]| {
     if let Ok(response) = decode_response(input) {
         assert!(decode_response(&encode_response(&response)).is_ok());
     }
+    if let Ok(Some(envelope)) = sharded::decode(input) {
+        let again = sharded::decode(&sharded::encode("fuzz", "/", &envelope.message));
+        assert!(
+            matches!(again, Ok(Some(_))),
+            "a decoded sharded message re-encodes to something decodable"
+        );
+    }
     if let Ok(text) = std::str::from_utf8(input) {
         let _ = parse_channel("socket.io", text);
+        let _ = sharded::parse_channel("socket.io", text);
     }
 });
