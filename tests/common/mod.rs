@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod redis;
+pub mod redis_cluster;
 pub mod ws;
 
 use std::net::SocketAddr;
