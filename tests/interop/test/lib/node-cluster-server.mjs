@@ -1,11 +1,19 @@
-// A Node.js socket.io 4.8 server on @socket.io/redis-adapter 8.3 (classic createAdapter, node-redis v4
-// clients): the reference peer of the cluster-* tests. Run as a program it follows the CLI contract of
-// `interop_server` (same namespaces and events) or, with --app, of `ioscale serve`; imported, it
-// gives the helpers that start it (or the ioscale binaries) as cluster nodes of a test.
+// A Node.js socket.io 4.8 server on @socket.io/redis-adapter 8.3 (classic createAdapter, or with
+// --redis-mode sharded createShardedAdapter on a Redis Cluster; node-redis v4 clients): the reference
+// peer of the cluster-* tests. Run as a program it follows the CLI contract of `interop_server` (same
+// namespaces and events) or, with --app, of `ioscale serve`; imported, it gives the helpers that start
+// it (or the ioscale binaries) as cluster nodes of a test.
 //
 //   node node-cluster-server.mjs --port 0 --redis-url redis://127.0.0.1:6379
 //       [--redis-key-prefix P] [--redis-requests-timeout MS] [--redis-specific-response-channel]
 //       [--app --server-id ID]
+//   node node-cluster-server.mjs --port 0 --redis-url redis://127.0.0.1:7001,redis://127.0.0.1:7002
+//       --redis-mode sharded [--redis-subscription-mode static|dynamic|dynamic-private] [--redis-key-prefix P]
+//
+// In sharded mode --redis-url is a comma-separated list of cluster seed nodes (`createCluster` root
+// nodes), the key prefix is the adapter's `channelPrefix`, and the subscription mode defaults to
+// dynamic (the adapter's default). --redis-requests-timeout and --redis-specific-response-channel do
+// not apply there (the sharded adapter has a fixed 5000 ms and always one response channel per node).
 //
 // It prints `listening on 127.0.0.1:PORT` once it accepts connections.
 import { spawn } from "node:child_process";
@@ -20,7 +28,17 @@ const thisFile = fileURLToPath(import.meta.url);
 // ---------------------------------------------------------------------------------------------
 
 function parseArgs(argv) {
-  const opts = { port: 3000, redisUrl: null, keyPrefix: "socket.io", requestsTimeout: 5000, specific: false, app: false, serverId: null };
+  const opts = {
+    port: 3000,
+    redisUrl: null,
+    redisMode: "classic",
+    subscriptionMode: "dynamic",
+    keyPrefix: "socket.io",
+    requestsTimeout: 5000,
+    specific: false,
+    app: false,
+    serverId: null,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     switch (arg) {
@@ -29,6 +47,16 @@ function parseArgs(argv) {
         break;
       case "--redis-url":
         opts.redisUrl = argv[++i];
+        break;
+      case "--redis-mode":
+        opts.redisMode = argv[++i];
+        if (!["classic", "sharded"].includes(opts.redisMode)) throw new Error(`--redis-mode: classic or sharded, not ${opts.redisMode}`);
+        break;
+      case "--redis-subscription-mode":
+        opts.subscriptionMode = argv[++i];
+        if (!["static", "dynamic", "dynamic-private"].includes(opts.subscriptionMode)) {
+          throw new Error(`--redis-subscription-mode: static, dynamic or dynamic-private, not ${opts.subscriptionMode}`);
+        }
         break;
       case "--redis-key-prefix":
         opts.keyPrefix = argv[++i];
@@ -95,7 +123,11 @@ function installInterop(nsp) {
       ack(true);
     });
     on("broadcast", ([options = {}], ack) => {
-      selection(nsp, options).emit(options.event ?? "broadcast", options.data ?? null);
+      // fromSocket: socket.broadcast (everyone selected but this socket) instead of the namespace.
+      const operator = options.fromSocket
+        ? socket.broadcast.to([...asList(options.to), ...asList(options.room)]).except(asList(options.except))
+        : selection(nsp, options);
+      operator.emit(options.event ?? "broadcast", options.data ?? null);
       ack(true);
     });
     on("broadcast-with-ack", ([options = {}], ack) => {
@@ -213,8 +245,8 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const http = await import("node:http");
   const { Server } = await import("socket.io");
-  const { createAdapter } = await import("@socket.io/redis-adapter");
-  const { createClient } = await import("redis");
+  const { createAdapter, createShardedAdapter } = await import("@socket.io/redis-adapter");
+  const { createClient, createCluster } = await import("redis");
 
   let stats = null;
   const httpServer = http.createServer(async (req, res) => {
@@ -233,7 +265,21 @@ async function main() {
   // when Redis goes away rejects, which would end the process. The peer keeps serving, like ioscale.
   process.on("unhandledRejection", (error) => console.log(`unhandled rejection: ${error?.message ?? error}`));
 
-  if (opts.redisUrl) {
+  if (opts.redisUrl && opts.redisMode === "sharded") {
+    const pub = createCluster({ rootNodes: opts.redisUrl.split(",").map((url) => ({ url: url.trim() })) });
+    const sub = pub.duplicate();
+    // A cluster client without an "error" listener would end the process when a node goes away.
+    let down = false;
+    for (const [name, client] of [["pub", pub], ["sub", sub]]) {
+      client.on("error", (error) => {
+        if (!down) console.log(`Redis is down: serving local clients only (${name}: ${error.message})`);
+        down = true;
+      });
+      client.on("sharded-shannel-moved-error", (error, channel) => console.log(`sharded channel ${channel} lost: ${error.message}`));
+    }
+    await Promise.all([pub.connect(), sub.connect()]);
+    io.adapter(createShardedAdapter(pub, sub, { channelPrefix: opts.keyPrefix, subscriptionMode: opts.subscriptionMode }));
+  } else if (opts.redisUrl) {
     const pub = createClient({ url: opts.redisUrl });
     const sub = pub.duplicate();
     // Outage reporting in the words of `ioscale serve`.
