@@ -105,7 +105,11 @@ fn millis(value: Option<&Value>) -> Duration {
 
 /// The broadcast an event's options describe: `to` rooms and `except` rooms.
 fn operator(ns: &Arc<Namespace>, options: &Value) -> BroadcastOperator {
-    let mut operator = ns.broadcast();
+    targeted(ns.broadcast(), options)
+}
+
+/// `to`/`room` and `except` of the options applied to a broadcast.
+fn targeted(mut operator: BroadcastOperator, options: &Value) -> BroadcastOperator {
     for room in strings(options.get("to"))
         .into_iter()
         .chain(strings(options.get("room")))
@@ -170,7 +174,13 @@ fn install(ns: &Arc<Namespace>) {
             .get("event")
             .and_then(Value::as_str)
             .unwrap_or("broadcast");
-        operator(socket.namespace(), &options).emit(name, data_of(&options, &event));
+        // `fromSocket`: `socket.broadcast` (everyone but the sender).
+        let operator = if options.get("fromSocket") == Some(&Value::Bool(true)) {
+            targeted(socket.broadcast(), &options)
+        } else {
+            operator(socket.namespace(), &options)
+        };
+        operator.emit(name, data_of(&options, &event));
         ack(event, json!(true));
     });
     ns.on("request-ack", |socket, event| {

@@ -35,12 +35,12 @@ impl RedisClusterServers {
             dir,
         };
         for _ in 0..3 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .map(|addr| addr.port())
-                .ok()?;
+            let port = free_port()?;
+            // The bus port defaults to port + 10000, which may not exist (> 65535).
+            let bus_port = free_port()?;
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-port", &bus_port.to_string()])
                 .args(["--save", "", "--appendonly", "no"])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
                 .arg("--cluster-config-file")
@@ -121,6 +121,13 @@ impl Drop for RedisClusterServers {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn free_port() -> Option<u16> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .ok()
 }
 
 fn rand_suffix() -> u64 {
