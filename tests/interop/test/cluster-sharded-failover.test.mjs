@@ -7,7 +7,10 @@
 // the subscriptions are back on the new master. The messages lost during the failover window are
 // reported (t.diagnostic), not asserted: Redis refuses or drops them while the shard has no master.
 //  - a room broadcast (its channel `socket.io#/#<room>#`, on another shard than the main channel);
-//  - io-wide broadcasts (the main channel `socket.io#/#`), then cluster requests (fetch).
+//  - io-wide broadcasts (the main channel `socket.io#/#`), then cluster requests (fetch);
+//  - the main channel's slot moved to another master (CLUSTER SETSLOT: a resharding step);
+//  - a manual failover (CLUSTER FAILOVER) of the room channel's master: the old master lives on
+//    as a replica and still accepts SPUBLISH, so only a changed slot map tells the nodes.
 //
 // Not run with INTEROP_CLUSTER_PEER=node: Node's adapter on node-redis 4.7 does not recover from a
 // failover (its sharded subscriber stays on the dead master; docs/wire/redis-sharded-adapter-8.3.md
@@ -175,7 +178,7 @@ async function streamThroughFailover(t, c, options, kill) {
   const lost = new Set(lostBy.flatMap(([, list]) => list.map((m) => m.n)));
   const resumed = sent.filter((m) => lost.has(m.n)).at(-1);
   t.diagnostic(
-    `${sent.length} messages at ${PACE_MS} ms; SIGKILL of ${killed} at +0 ms, failover to ${promoted} done at +${failedOverAt - killedAt} ms; ` +
+    `${sent.length} messages at ${PACE_MS} ms; the channel's master ${killed} lost it at +0 ms, ${promoted} owned it from +${failedOverAt - killedAt} ms; ` +
       `lost per client: ${lostBy.map(([name, list]) => `${name} ${list.length}`).join(", ")}; ` +
       (resumed ? `last lost message sent at +${resumed.at - killedAt} ms (#${resumed.n})` : "nothing lost"),
   );
@@ -187,6 +190,15 @@ async function killMasterOf(redis, channel) {
   await redis.kill(master.port);
   const promoted = await redis.waitForFailover(master.port);
   return { killed: master.port, promoted: promoted.port };
+}
+
+/** Moves the main channel's slot to another master (a resharding step); no process dies. */
+async function moveMainSlot(redis) {
+  const slot = await redis.slotOf(MAIN);
+  const owner = await redis.masterOf(MAIN);
+  const target = (await redis.masters()).find((m) => m.port !== owner.port);
+  const { from, to } = await redis.moveSlot(slot, target.port);
+  return { killed: from, promoted: to };
 }
 
 function failureReport(t, c, error) {
@@ -205,6 +217,33 @@ describe("sharded adapter through a Redis Cluster failover", { concurrency: 2 },
       // The subscriptions are on the new master: the room's channel by every node, the main channel too.
       await eventually(async () => assert.equal(await c.redis.shardNumSub(roomChannel(room)), 3, `subscribers of ${roomChannel(room)}`));
       await eventually(async () => assert.equal(await c.redis.shardNumSub(MAIN), 3, `subscribers of ${MAIN}`));
+    } catch (error) {
+      failureReport(t, c, error);
+    }
+  });
+
+  test("io-wide broadcasts resume after the main channel's slot moves to another master", { skip, timeout: 60000 }, async (t) => {
+    const c = await setup(t);
+    try {
+      await streamThroughFailover(t, c, {}, () => moveMainSlot(c.redis));
+      await eventually(async () => assert.equal(await c.redis.shardNumSub(MAIN), 3, `subscribers of ${MAIN}`));
+      assert.deepEqual(await c.clients[0].call("cluster-count"), { ok: true, count: 3 });
+    } catch (error) {
+      failureReport(t, c, error);
+    }
+  });
+
+  test("room broadcasts resume after a manual failover (CLUSTER FAILOVER) of the room's master", { skip, timeout: 60000 }, async (t) => {
+    const c = await setup(t, { busyRoom: true });
+    const { room } = c;
+    try {
+      const failover = async () => {
+        const master = await c.redis.masterOf(roomChannel(room));
+        const promoted = await c.redis.manualFailover(master.port);
+        return { killed: master.port, promoted: promoted.port };
+      };
+      await streamThroughFailover(t, c, { to: [room] }, failover);
+      await eventually(async () => assert.equal(await c.redis.shardNumSub(roomChannel(room)), 3, `subscribers of ${roomChannel(room)}`));
     } catch (error) {
       failureReport(t, c, error);
     }

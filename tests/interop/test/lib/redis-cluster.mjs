@@ -466,6 +466,70 @@ export async function startRedisCluster({ t, h, masters = 3, replicasPerMaster =
         timeoutMs,
       );
     },
+    /** Runs a raw command on the node on `port`. */
+    command: cmd,
+    /**
+     * Moves an empty `slot` (pub/sub only, no keys) to the master on `toPort` with CLUSTER SETSLOT
+     * (IMPORTING, MIGRATING, then NODE on every master), and waits until every live node routes
+     * it there. Resolves with `{from, to}` ports.
+     */
+    async moveSlot(slot, toPort) {
+      const [n] = live();
+      const from = (await slotMap(n.port)).find(([a, b]) => a <= slot && slot <= b)?.[2];
+      if (!from) throw new Error(`no master for slot ${slot}`);
+      if (from === toPort) throw new Error(`slot ${slot} is already on ${toPort}`);
+      const fromId = await cmd(from, "CLUSTER", "MYID");
+      const toId = await cmd(toPort, "CLUSTER", "MYID");
+      await cmd(toPort, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromId);
+      await cmd(from, "CLUSTER", "SETSLOT", slot, "MIGRATING", toId);
+      for (const m of await cluster.masters()) await cmd(m.port, "CLUSTER", "SETSLOT", slot, "NODE", toId);
+      await until(
+        `slot ${slot} on ${toPort}`,
+        async () => {
+          for (const x of live()) {
+            const owner = (await slotMap(x.port)).find(([a, b]) => a <= slot && slot <= b)?.[2];
+            if (owner !== toPort) return `${x.port} says slot ${slot} is on ${owner}`;
+          }
+          return true;
+        },
+        10000,
+      );
+      return { from, to: toPort };
+    },
+    /**
+     * A manual failover (CLUSTER FAILOVER on a replica of the master on `masterPort`, both alive):
+     * waits until the replica is master of the old master's slots for every live node. Resolves with
+     * the new master's entry.
+     */
+    async manualFailover(masterPort) {
+      const old = byPort(masterPort);
+      const replica = nodes.find((x) => x.alive && x.masterPort === masterPort);
+      if (!old || !replica) throw new Error(`node ${masterPort} has no live replica`);
+      const slots = old.slots ?? [];
+      await cmd(replica.port, "CLUSTER", "FAILOVER");
+      return until(
+        `manual failover of ${masterPort} to ${replica.port}`,
+        async () => {
+          const [role] = await cmd(replica.port, "ROLE");
+          if (role !== "master") return `${replica.port} is still ${role}`;
+          for (const x of live()) {
+            const map = await slotMap(x.port);
+            for (const [from] of slots) {
+              const owner = map.find(([a, b]) => a <= from && from <= b)?.[2];
+              if (owner !== replica.port) return `${x.port} says slot ${from} is on ${owner}`;
+            }
+          }
+          replica.role = "master";
+          replica.slots = slots;
+          replica.masterPort = undefined;
+          old.role = "replica";
+          old.masterPort = replica.port;
+          old.slots = [];
+          return replica;
+        },
+        15000,
+      );
+    },
     /** A connected node-redis cluster client (`createCluster` on every node), disconnected at the end. */
     async client(opts = {}) {
       const client = createCluster({ rootNodes: live().map((n) => ({ url: n.url })), ...opts });
