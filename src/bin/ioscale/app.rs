@@ -21,7 +21,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let server_id = options.server_id();
     let shutdown = signals()?;
     // Read the TLS files first: a bad certificate must fail the start, not a later request.
-    let http = options.limits.http(&options.tls)?;
+    let mut http = options.limits.http(&options.tls)?;
     let cluster = match options.redis_config() {
         Some(config) => {
             let cluster = RedisCluster::connect(config).context("cannot set up Redis")?;
@@ -40,6 +40,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         verifier.install(&io.of("/"));
         tracing::info!("JWT authentication on");
     }
+    http.metrics = io.metrics().clone();
     install(&io, Arc::from(server_id.as_str()));
     let ops = Ops::new(io.clone(), cluster.clone(), Arc::from(server_id.as_str()));
     let (listener, ops_listener) =
