@@ -185,6 +185,9 @@ where
     let connection = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        // max_buf_size alone bounds only an incomplete head: a complete one that arrives
+        // in a large read could pass it by up to a read's size.
+        .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();

@@ -136,6 +136,23 @@ async fn oversized_request_heads_get_431_and_are_counted() {
 }
 
 #[tokio::test]
+async fn a_head_just_over_the_limit_in_one_write_is_refused() {
+    // hyper's buffer bound alone lets a complete head through when its last read carries
+    // it past the bound: the limit must hold for a head that arrives at once.
+    let server = start(limits(64 * 1024)).await;
+    for pad in [66_000, 70_000, 100_000] {
+        let request = handshake_with(&format!("X-Pad: {}\r\n", "a".repeat(pad)));
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let (answered, _) = answer(&mut stream, request.as_bytes(), Instant::now()).await;
+        assert!(
+            answered.starts_with("HTTP/1.1 431 "),
+            "{pad} bytes of headers: {answered:.80}"
+        );
+    }
+    assert_eq!(counted(&server.metrics, Limit::HeaderBytes, 3).await, 3);
+}
+
+#[tokio::test]
 async fn a_target_past_hypers_own_bound_gets_414_counted_as_url_length() {
     // With a buffer over 64 KiB, hyper refuses a target longer than 65534 bytes itself.
     let server = start(limits(128 * 1024)).await;
