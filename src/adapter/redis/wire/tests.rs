@@ -191,6 +191,10 @@ fn json_requests_from_node_and_emitter() {
         })
     );
     assert_eq!(decode_request(br#"{"type":42}"#).unwrap(), None);
+    assert_eq!(
+        decode_request(br#"{"type":256,"requestId":"r"}"#).unwrap(),
+        None
+    );
 }
 
 #[test]
