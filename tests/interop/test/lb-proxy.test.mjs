@@ -56,6 +56,10 @@ test("ioscale lb adds X-Forwarded-For and X-Forwarded-Proto to requests and WebS
   await request(`${lb.url}/chained`, { headers: { "x-forwarded-for": "203.0.113.7" } });
   const chained = backend.seen.find((s) => s.url === "/chained");
   assert.equal(chained?.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+  // Several X-Forwarded-For lines are one list: every address is kept, in order.
+  await request(`${lb.url}/two-lines`, { headers: { "x-forwarded-for": ["198.51.100.1", "203.0.113.7"] } });
+  const twoLines = backend.seen.find((s) => s.url === "/two-lines");
+  assert.equal(twoLines?.headers["x-forwarded-for"], "198.51.100.1, 203.0.113.7, 127.0.0.1");
 
   const ws = new WebSocket(`ws://127.0.0.1:${lb.port}/socket.io/?EIO=4&transport=websocket`);
   h.defer(() => ws.terminate());
