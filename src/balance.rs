@@ -90,9 +90,15 @@ pub fn forwarded_for(headers: &HeaderMap, remote: IpAddr) -> HeaderValue {
 }
 
 /// The URI of the request on node `backend` (`host:port`): the client's path and query.
-pub fn upstream_uri(backend: &str, uri: &Uri) -> Result<Uri, http::uri::InvalidUri> {
+/// Built from parts, not text: a target that is not a path (`OPTIONS *`) would otherwise
+/// run into the authority (`host:port*`), and the failed connection would mark the node down.
+pub fn upstream_uri(backend: &str, uri: &Uri) -> Result<Uri, http::Error> {
     let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    format!("http://{backend}{path}").parse()
+    Uri::builder()
+        .scheme(http::uri::Scheme::HTTP)
+        .authority(backend)
+        .path_and_query(path)
+        .build()
 }
 
 #[cfg(test)]
@@ -190,5 +196,9 @@ mod tests {
         let upstream = upstream_uri("127.0.0.1:3001", &absolute).unwrap();
         assert_eq!(upstream.authority().unwrap(), "127.0.0.1:3001");
         assert_eq!(upstream.path(), "/x");
+        let asterisk: Uri = "*".parse().unwrap();
+        let upstream = upstream_uri("127.0.0.1:3001", &asterisk).unwrap();
+        assert_eq!(upstream.authority().unwrap(), "127.0.0.1:3001");
+        assert_eq!(upstream.path_and_query().unwrap(), "*");
     }
 }

@@ -158,3 +158,24 @@ test("ioscale lb answers an oversized request head with 431, closes, and counts 
   assert.equal(m.value("ioscale_lb_limit_rejections_total", { limit: "header_bytes" }), 1);
   assert.equal(m.value("ioscale_lb_limit_rejections_total", { limit: "header_read_timeout" }), 0);
 });
+
+test("ioscale lb: a request target that is not a path (OPTIONS *) reaches the node and does not mark it down", { timeout: 15000 }, async (t) => {
+  const h = harness(t);
+  const node = await startNode(h, { serverId: "asterisk" });
+  // Passive health only: a failed forward would mark the node down for --fail-timeout.
+  const lb = await startLb(h, [node.address], ["--health-interval", "0"]);
+  const answer = await new Promise((resolve, reject) => {
+    const socket = net.connect({ port: lb.port, host: "127.0.0.1" });
+    h.defer(() => socket.destroy());
+    let data = "";
+    socket.on("data", (d) => (data += d.toString("latin1")));
+    socket.on("error", reject);
+    socket.on("close", () => resolve(data));
+    socket.on("connect", () => socket.write("OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  });
+  // The node has nothing at `*`: its 404, passed on.
+  assert.match(answer, /^HTTP\/1\.1 404 Not Found\r\n/, JSON.stringify(answer.slice(0, 80)));
+  assert.equal((await lb.health()).backendsUp, 1, "the node is still up");
+  const c = await openClient(h, lb.url, "polling", {}, "client after OPTIONS *");
+  assert.equal(c.serverId(), "asterisk");
+});
