@@ -4,7 +4,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -12,12 +15,14 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::metrics::{Limit, Metrics};
 
 /// Limits of the HTTP layer, and TLS.
 #[derive(Clone)]
@@ -28,6 +33,10 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     /// Serve HTTPS (and WSS) with this certificate. Default: plain HTTP.
     pub tls: Option<TlsAcceptor>,
+    /// Where refusals are counted (`header_bytes`, `header_read_timeout`, and `url_length`
+    /// for a target past hyper's own bound); pass the server's [`crate::Io::metrics`].
+    /// Default: counters of their own.
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for HttpLimits {
@@ -36,7 +45,7 @@ impl std::fmt::Debug for HttpLimits {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("tls", &self.tls.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -46,6 +55,7 @@ impl Default for HttpLimits {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             tls: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -144,7 +154,9 @@ pub async fn serve_http_with<F, Fut, B>(
                     match accepted {
                         Ok(Ok(stream)) => serve_connection(stream, remote, &limits, handler).await,
                         Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                        Err(_) => limits
+                            .metrics
+                            .limit_hit(Limit::HeaderReadTimeout, &remote.ip().to_string()),
                     }
                 }
             }
@@ -165,13 +177,122 @@ where
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(handler(request, remote).await) }
     });
+    let activity = Arc::new(AtomicU8::new(FRESH));
+    let io = Watched {
+        io,
+        activity: activity.clone(),
+    };
     let connection = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        // max_buf_size alone bounds only an incomplete head: a complete one that arrives
+        // in a large read could pass it by up to a read's size.
+        .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(error) = connection.await {
-        tracing::trace!(%error, "http connection ended with an error");
+        match refusal(&error, activity.load(Ordering::Relaxed)) {
+            Some(limit) => limits.metrics.limit_hit(limit, &remote.ip().to_string()),
+            None => tracing::trace!(%error, "http connection ended with an error"),
+        }
+    }
+}
+
+/// The limit a connection error is the refusal of, if any.
+fn refusal(error: &hyper::Error, activity: u8) -> Option<Limit> {
+    if error.is_timeout() {
+        // hyper's header timer also runs while a keep-alive connection waits for its next
+        // request: closing that one is housekeeping, not a refusal.
+        return (activity != IDLE).then_some(Limit::HeaderReadTimeout);
+    }
+    if error.is_parse_too_large() {
+        // hyper answered 431, or 414 for a target past its own 64 KiB bound (only reachable
+        // when max_header_bytes is larger); its error kind is private, its text is not.
+        return Some(if error.to_string() == "URI too long" {
+            Limit::UrlLength
+        } else {
+            Limit::HeaderBytes
+        });
+    }
+    None
+}
+
+/// No byte read or written yet.
+const FRESH: u8 = 0;
+/// Bytes read since the last write: a request is under way.
+const READING: u8 = 1;
+/// Written since the last read: between requests.
+const IDLE: u8 = 2;
+
+/// The connection's stream, noting whether the peer sent anything since the server last
+/// wrote, so that a header timeout can tell a slowloris from an idle keep-alive connection.
+struct Watched<I> {
+    io: I,
+    activity: Arc<AtomicU8>,
+}
+
+impl<I> Watched<I> {
+    fn note(&self, state: u8) {
+        // A load first: after an upgrade every frame passes here, and the state rarely changes.
+        if self.activity.load(Ordering::Relaxed) != state {
+            self.activity.store(state, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.note(READING);
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.note(IDLE);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.note(IDLE);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

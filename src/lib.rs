@@ -2,6 +2,7 @@
 
 pub mod adapter;
 pub mod auth;
+pub mod balance;
 pub mod engine;
 pub mod http;
 pub mod metrics;

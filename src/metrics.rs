@@ -24,7 +24,7 @@ pub const DISCONNECT_REASONS: [&str; 9] = [
 ];
 
 /// Limits that refused something, in the order [`Metrics::limit_rejections`] counts them.
-pub const LIMITS: [&str; 7] = [
+pub const LIMITS: [&str; 9] = [
     "connections",
     "connections_per_ip",
     "url_length",
@@ -32,6 +32,8 @@ pub const LIMITS: [&str; 7] = [
     "rooms_per_socket",
     "namespaces_per_connection",
     "pending_acks",
+    "header_bytes",
+    "header_read_timeout",
 ];
 
 /// Which limit refused something (index into [`LIMITS`]).
@@ -44,6 +46,10 @@ pub enum Limit {
     RoomsPerSocket,
     NamespacesPerConnection,
     PendingAcks,
+    /// Request head over the HTTP layer's buffer (hyper answers 431).
+    HeaderBytes,
+    /// Request headers (or the TLS handshake) not complete within the header read timeout.
+    HeaderReadTimeout,
 }
 
 /// Engine.IO handshake and request error codes 0-5, as [`Metrics::handshake_errors`] counts them.
@@ -131,6 +137,17 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limit_labels_follow_the_enum() {
+        assert_eq!(LIMITS[Limit::PendingAcks as usize], "pending_acks");
+        assert_eq!(LIMITS[Limit::HeaderBytes as usize], "header_bytes");
+        assert_eq!(
+            LIMITS[Limit::HeaderReadTimeout as usize],
+            "header_read_timeout"
+        );
+        assert_eq!(LIMITS.len(), Limit::HeaderReadTimeout as usize + 1);
+    }
 
     #[test]
     fn histogram_puts_observations_in_the_right_bucket() {

@@ -289,4 +289,54 @@ mod tests {
             ]
         );
     }
+
+    // ---- properties ----
+
+    use proptest::prelude::*;
+
+    fn arb_kind() -> impl Strategy<Value = (PacketType, char)> {
+        prop::sample::select(vec![
+            (PacketType::Open, '0'),
+            (PacketType::Close, '1'),
+            (PacketType::Ping, '2'),
+            (PacketType::Pong, '3'),
+            (PacketType::Message, '4'),
+            (PacketType::Upgrade, '5'),
+            (PacketType::Noop, '6'),
+        ])
+    }
+
+    /// A frame the codec round-trips, with the packet it decodes to. Text data never holds
+    /// the record separator: it would split a polling payload (Socket.IO's JSON escapes it).
+    fn arb_frame() -> impl Strategy<Value = (Frame, Packet)> {
+        prop_oneof![
+            (arb_kind(), "[^\x1e]*").prop_map(|((kind, digit), data)| (
+                Frame::Text(format!("{digit}{data}").into()),
+                Packet::Text(kind, data.into())
+            )),
+            prop::collection::vec(any::<u8>(), 0..48).prop_map(|data| {
+                let data = Bytes::from(data);
+                (Frame::Binary(data.clone()), Packet::Binary(data))
+            }),
+        ]
+    }
+
+    proptest! {
+        /// A payload holds at least one packet: zero frames encode to an empty body, which
+        /// is an empty packet, not an empty payload.
+        #[test]
+        fn payload_decodes_to_what_was_encoded(frames in prop::collection::vec(arb_frame(), 1..8)) {
+            let (frames, packets): (Vec<Frame>, Vec<Packet>) = frames.into_iter().unzip();
+            let mut body = Vec::new();
+            encode_payload(&frames, &mut body);
+            prop_assert_eq!(decode_payload(body.into()), Ok(packets));
+        }
+
+        /// A WebSocket text frame is one packet: any text, the separator included.
+        #[test]
+        fn text_frame_decodes_to_its_packet((kind, digit) in arb_kind(), data in any::<String>()) {
+            let decoded = decode_text(format!("{digit}{data}").into());
+            prop_assert_eq!(decoded, Ok(Packet::Text(kind, data.into())));
+        }
+    }
 }

@@ -232,7 +232,11 @@ impl Io {
     /// Serves HTTP on the listener until `shutdown` resolves, then closes every connection.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let io = self.clone();
-        crate::http::serve_http(listener, shutdown, move |request, remote| {
+        let limits = crate::http::HttpLimits {
+            metrics: self.metrics().clone(),
+            ..Default::default()
+        };
+        crate::http::serve_http_with(listener, limits, shutdown, move |request, remote| {
             let io = io.clone();
             async move { io.handle(request, remote).await }
         })

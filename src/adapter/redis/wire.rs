@@ -631,7 +631,11 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
     let request_id = str_field(&message, "requestId");
     let need_id = |id: Option<String>| id.ok_or(WireError::Shape("request without a requestId"));
     let opts = field(&message, "opts").cloned();
-    let request = match code as u8 {
+    // A code past u8 is unknown, not another type modulo 256.
+    let Ok(code) = u8::try_from(code) else {
+        return Ok(None);
+    };
+    let request = match code {
         kind::SOCKETS => Request::Sockets {
             request_id: need_id(request_id)?,
             rooms: rooms_from(field(&message, "rooms")),
@@ -646,7 +650,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
                 return Ok(None);
             };
             let target = target_from(&opts);
-            match code as u8 {
+            match code {
                 kind::REMOTE_JOIN => Request::Join {
                     target,
                     rooms: rooms_from(field(&message, "rooms")),

@@ -20,7 +20,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let server_id = options.server_id();
     let shutdown = signals()?;
     // Read the TLS files first: a bad certificate must fail the start, not a later request.
-    let http = options.limits.http(&options.tls)?;
+    let mut http = options.limits.http(&options.tls)?;
     let cluster = match options.redis_link()? {
         Some(cluster) => {
             if !cluster.wait_until_up(Duration::from_secs(5)).await {
@@ -38,6 +38,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         verifier.install(&io.of("/"));
         tracing::info!("JWT authentication on");
     }
+    http.metrics = io.metrics().clone();
     install(&io, Arc::from(server_id.as_str()));
     let ops = Ops::new(io.clone(), cluster.clone(), Arc::from(server_id.as_str()));
     let (listener, ops_listener) =

@@ -361,6 +361,7 @@ impl LimitOptions {
             header_read_timeout: Duration::from_millis(self.header_read_timeout),
             max_header_bytes: self.max_header_bytes as usize,
             tls: tls.acceptor()?,
+            metrics: Default::default(),
         })
     }
 }

@@ -1,12 +1,13 @@
 // The proxy contract of `ioscale lb` itself: X-Forwarded-For / X-Forwarded-Proto on forwarded
 // requests and WebSocket upgrades, backends from the BACKENDS environment variable, "Session ID
-// unknown" for a session whose node went down, and the balancer's /health and /metrics.
+// unknown" for a session whose node went down, the balancer's /health and /metrics, and its own 431s.
 import assert from "node:assert/strict";
 import http from "node:http";
+import net from "node:net";
 import { test } from "node:test";
 import { WebSocket, WebSocketServer } from "ws";
 import { harness } from "./lib/harness.mjs";
-import { IOSCALE_ENV, openClient, spread, startLb, startNode } from "./lib/lb-util.mjs";
+import { IOSCALE_ENV, freePort, openClient, spread, startLb, startNode, waitUntil } from "./lib/lb-util.mjs";
 import { request } from "./lib/raw.mjs";
 
 const UNKNOWN_SID = { code: 1, message: "Session ID unknown" };
@@ -55,6 +56,10 @@ test("ioscale lb adds X-Forwarded-For and X-Forwarded-Proto to requests and WebS
   await request(`${lb.url}/chained`, { headers: { "x-forwarded-for": "203.0.113.7" } });
   const chained = backend.seen.find((s) => s.url === "/chained");
   assert.equal(chained?.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+  // Several X-Forwarded-For lines are one list: every address is kept, in order.
+  await request(`${lb.url}/two-lines`, { headers: { "x-forwarded-for": ["198.51.100.1", "203.0.113.7"] } });
+  const twoLines = backend.seen.find((s) => s.url === "/two-lines");
+  assert.equal(twoLines?.headers["x-forwarded-for"], "198.51.100.1, 203.0.113.7, 127.0.0.1");
 
   const ws = new WebSocket(`ws://127.0.0.1:${lb.port}/socket.io/?EIO=4&transport=websocket`);
   h.defer(() => ws.terminate());
@@ -123,4 +128,54 @@ test("ioscale lb: a session whose node went down gets 400 Session ID unknown; /h
   // The client's reconnection (a new handshake) lands on the live node.
   const c = await openClient(h, lb.url, "polling", {}, "reconnecting client");
   assert.equal(c.serverId(), nodes.find((n) => n !== holder).serverId);
+});
+
+test("ioscale lb answers an oversized request head with 431, closes, and counts it in its /metrics", { timeout: 15000 }, async (t) => {
+  const h = harness(t);
+  // A node nobody listens on: a head the balancer let through would get its 502/503, so a 431
+  // can only be the balancer's (a Node backend would answer 431 itself past its 16 KiB).
+  const lb = await startLb(h, [`127.0.0.1:${await freePort()}`], ["--health-interval", "0"]);
+  const before = await lb.metrics();
+  assert.equal(before.families.get("ioscale_lb_limit_rejections_total"), "counter");
+  assert.equal(before.value("ioscale_lb_limit_rejections_total", { limit: "header_bytes" }), 0);
+
+  // Past the balancer's 64 KiB of request head.
+  const answer = await new Promise((resolve, reject) => {
+    const socket = net.connect({ port: lb.port, host: "127.0.0.1" });
+    h.defer(() => socket.destroy());
+    let data = "";
+    socket.on("data", (d) => (data += d.toString("latin1")));
+    socket.on("error", () => {}); // a reset after the answer: the rest was never read
+    socket.on("close", () => resolve(data));
+    socket.on("connect", () => socket.write(`GET /x HTTP/1.1\r\nHost: x\r\nX-Pad: ${"a".repeat(70_000)}\r\n\r\n`));
+    setTimeout(() => reject(new Error("the balancer did not close the connection within 5 s")), 5000).unref();
+  });
+  assert.match(answer, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/, JSON.stringify(answer.slice(0, 80)));
+  const m = await waitUntil(async () => {
+    const m = await lb.metrics();
+    return m.value("ioscale_lb_limit_rejections_total", { limit: "header_bytes" }) >= 1 && m;
+  }, { timeoutMs: 3000, label: "the 431 counted" });
+  assert.equal(m.value("ioscale_lb_limit_rejections_total", { limit: "header_bytes" }), 1);
+  assert.equal(m.value("ioscale_lb_limit_rejections_total", { limit: "header_read_timeout" }), 0);
+});
+
+test("ioscale lb: a request target that is not a path (OPTIONS *) reaches the node and does not mark it down", { timeout: 15000 }, async (t) => {
+  const h = harness(t);
+  const node = await startNode(h, { serverId: "asterisk" });
+  // Passive health only: a failed forward would mark the node down for --fail-timeout.
+  const lb = await startLb(h, [node.address], ["--health-interval", "0"]);
+  const answer = await new Promise((resolve, reject) => {
+    const socket = net.connect({ port: lb.port, host: "127.0.0.1" });
+    h.defer(() => socket.destroy());
+    let data = "";
+    socket.on("data", (d) => (data += d.toString("latin1")));
+    socket.on("error", reject);
+    socket.on("close", () => resolve(data));
+    socket.on("connect", () => socket.write("OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  });
+  // The node has nothing at `*`: its 404, passed on.
+  assert.match(answer, /^HTTP\/1\.1 404 Not Found\r\n/, JSON.stringify(answer.slice(0, 80)));
+  assert.equal((await lb.health()).backendsUp, 1, "the node is still up");
+  const c = await openClient(h, lb.url, "polling", {}, "client after OPTIONS *");
+  assert.equal(c.serverId(), "asterisk");
 });

@@ -191,6 +191,10 @@ fn json_requests_from_node_and_emitter() {
         })
     );
     assert_eq!(decode_request(br#"{"type":42}"#).unwrap(), None);
+    assert_eq!(
+        decode_request(br#"{"type":256,"requestId":"r"}"#).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -329,4 +333,208 @@ fn channels_parse() {
         Some(ChannelKind::Response { nsp: "/" })
     );
     assert_eq!(parse_channel("socket.io", "other#/#"), None);
+}
+
+// ---- properties ----
+//
+// The domain the codecs round-trip: JSON without NaN or infinities (JSON has none; every
+// finite float is exact, serde_json parses with `float_roundtrip`), no object of the
+// placeholder shape except the placeholders of the payload's attachments, numbered in the
+// order the wire lists binaries (depth first, keys in order). Per message: acks carry at
+// most one argument, a sockets answer at least one socket (an empty one reads as an empty
+// list of ids), socket handshakes and data hold no binary (Node sends those as JSON).
+
+use proptest::prelude::*;
+
+fn placeholder_marker() -> Value {
+    json!({"_placeholder": true, "num": 0})
+}
+
+fn arb_json(with_binary: bool) -> BoxedStrategy<Value> {
+    let mut leaves = vec![
+        Just(Value::Null).boxed(),
+        any::<bool>().prop_map(Value::Bool).boxed(),
+        any::<i64>().prop_map(Value::from).boxed(),
+        any::<u64>().prop_map(Value::from).boxed(),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from)
+            .boxed(),
+        any::<String>().prop_map(Value::String).boxed(),
+    ];
+    if with_binary {
+        leaves.push(Just(placeholder_marker()).boxed());
+    }
+    let key = any::<String>().prop_filter("placeholder key", |k| k != "_placeholder");
+    proptest::strategy::Union::new(leaves)
+        .prop_recursive(3, 24, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+        .boxed()
+}
+
+/// Numbers the placeholder markers in wire order, counting them in `next`.
+fn number_placeholders(value: &mut Value, next: &mut usize) {
+    if *value == placeholder_marker() {
+        *value = json!({"_placeholder": true, "num": *next});
+        *next += 1;
+        return;
+    }
+    match value {
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|item| number_placeholders(item, next)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| number_placeholders(item, next)),
+        _ => {}
+    }
+}
+
+/// Up to `max_args` arguments, binary anywhere in them.
+fn arb_payload(max_args: usize) -> impl Strategy<Value = Payload> {
+    prop::collection::vec(arb_json(true), 0..=max_args).prop_flat_map(|mut args| {
+        let mut count = 0;
+        for arg in &mut args {
+            number_placeholders(arg, &mut count);
+        }
+        let blob = prop::collection::vec(any::<u8>(), 0..16).prop_map(Bytes::from);
+        prop::collection::vec(blob, count).prop_map(move |attachments| Payload {
+            args: args.clone(),
+            attachments,
+        })
+    })
+}
+
+fn arb_rooms() -> impl Strategy<Value = Vec<Room>> {
+    prop::collection::vec(
+        any::<String>().prop_map(|room| Room::from(room.as_str())),
+        0..4,
+    )
+}
+
+fn arb_target() -> impl Strategy<Value = Target> {
+    (arb_rooms(), arb_rooms()).prop_map(|(rooms, except)| Target { rooms, except })
+}
+
+fn arb_request() -> impl Strategy<Value = Request> {
+    let text = any::<String>;
+    prop_oneof![
+        (text(), arb_rooms())
+            .prop_map(|(request_id, rooms)| Request::Sockets { request_id, rooms }),
+        (text(), text()).prop_map(|(uid, request_id)| Request::AllRooms { uid, request_id }),
+        (arb_target(), arb_rooms()).prop_map(|(target, rooms)| Request::Join { target, rooms }),
+        (arb_target(), arb_rooms()).prop_map(|(target, rooms)| Request::Leave { target, rooms }),
+        (arb_target(), any::<bool>())
+            .prop_map(|(target, close)| Request::Disconnect { target, close }),
+        (text(), text(), arb_target()).prop_map(|(uid, request_id, target)| Request::Fetch {
+            uid,
+            request_id,
+            target
+        }),
+        (text(), proptest::option::of(text()), arb_payload(4)).prop_map(
+            |(uid, request_id, payload)| Request::ServerSideEmit {
+                uid,
+                request_id,
+                payload
+            }
+        ),
+        (
+            (text(), text(), text()),
+            arb_payload(4),
+            arb_target(),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|((uid, request_id, nsp), payload, target, timeout_ms)| {
+                Request::BroadcastWithAck {
+                    uid,
+                    request_id,
+                    nsp,
+                    payload,
+                    target,
+                    timeout_ms,
+                }
+            }),
+    ]
+}
+
+/// The uid a request is sent with: its own when it names one (the decoder reads it back).
+fn sender(request: &Request) -> &str {
+    match request {
+        Request::AllRooms { uid, .. }
+        | Request::Fetch { uid, .. }
+        | Request::ServerSideEmit { uid, .. }
+        | Request::BroadcastWithAck { uid, .. } => uid,
+        _ => "node-uid",
+    }
+}
+
+fn arb_socket() -> impl Strategy<Value = SocketInfo> {
+    (
+        any::<String>(),
+        arb_json(false),
+        prop::collection::vec(any::<String>(), 0..4),
+        arb_json(false),
+    )
+        .prop_map(|(id, handshake, rooms, data)| SocketInfo {
+            id,
+            handshake,
+            rooms,
+            data,
+        })
+}
+
+fn arb_response() -> impl Strategy<Value = Response> {
+    let text = any::<String>;
+    prop_oneof![
+        (text(), prop::collection::vec(arb_socket(), 1..3)).prop_map(|(request_id, sockets)| {
+            Response::Sockets {
+                request_id,
+                sockets,
+            }
+        }),
+        (text(), prop::collection::vec(text(), 0..4))
+            .prop_map(|(request_id, ids)| Response::SocketIds { request_id, ids }),
+        (text(), arb_rooms()).prop_map(|(request_id, rooms)| Response::Rooms { request_id, rooms }),
+        (text(), arb_payload(1)).prop_map(|(request_id, payload)| Response::ServerSideAck {
+            request_id,
+            payload
+        }),
+        (text(), any::<usize>())
+            .prop_map(|(request_id, count)| Response::ClientCount { request_id, count }),
+        (text(), arb_payload(1)).prop_map(|(request_id, payload)| Response::BroadcastAck {
+            request_id,
+            payload
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn broadcasts_decode_to_what_was_encoded(
+        (uid, nsp) in (any::<String>(), any::<String>()),
+        payload in arb_payload(4),
+        target in arb_target(),
+        volatile in any::<bool>(),
+    ) {
+        let bytes = encode_broadcast(&uid, &nsp, &payload, &target, volatile);
+        let decoded = decode_broadcast(&bytes);
+        prop_assert_eq!(decoded, Ok(BroadcastMessage { uid, nsp, payload, target, volatile }));
+    }
+
+    #[test]
+    fn requests_decode_to_what_was_encoded(request in arb_request()) {
+        let bytes = encode_request(sender(&request), &request);
+        prop_assert_eq!(decode_request(&bytes), Ok(Some(request)));
+    }
+
+    #[test]
+    fn responses_decode_to_what_was_encoded(response in arb_response()) {
+        let bytes = encode_response(&response);
+        prop_assert_eq!(decode_response(&bytes), Ok(response));
+    }
 }

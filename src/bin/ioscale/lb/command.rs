@@ -1,9 +1,11 @@
 //! `ioscale lb` and the balancer's own `/health` and `/metrics`.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use http::{Response, StatusCode, header};
+use ioscale::metrics::{LIMITS, Limit, Metrics};
 use ioscale::socket::serve_http;
 
 use super::{Balancer, ProxyBody, full};
@@ -52,11 +54,12 @@ pub async fn serve(
             ops.local_addr().context("no address")?
         );
         let balancer = balancer.clone();
+        let refusals = limits.metrics.clone();
         tokio::spawn(serve_http(
             ops,
             std::future::pending(),
             move |request, _| {
-                let response = endpoint(&balancer, request.uri().path());
+                let response = endpoint(&balancer, &refusals, request.uri().path());
                 async move { response }
             },
         ));
@@ -69,7 +72,7 @@ pub async fn serve(
     Ok(())
 }
 
-fn endpoint(balancer: &Balancer, path: &str) -> Response<ProxyBody> {
+fn endpoint(balancer: &Balancer, refusals: &Metrics, path: &str) -> Response<ProxyBody> {
     let (status, content_type, body) = match path {
         "/health" => (
             StatusCode::OK,
@@ -85,7 +88,7 @@ fn endpoint(balancer: &Balancer, path: &str) -> Response<ProxyBody> {
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            metrics(balancer),
+            metrics(balancer, refusals),
         ),
         _ => (StatusCode::NOT_FOUND, "text/plain", String::new()),
     };
@@ -97,8 +100,8 @@ fn endpoint(balancer: &Balancer, path: &str) -> Response<ProxyBody> {
     response
 }
 
-/// Prometheus text format, written directly: three small families.
-fn metrics(balancer: &Balancer) -> String {
+/// Prometheus text format, written directly: a few small families.
+fn metrics(balancer: &Balancer, refusals: &Metrics) -> String {
     let mut out = String::new();
     let stats = balancer.backend_stats();
     let _ = writeln!(
@@ -142,6 +145,20 @@ fn metrics(balancer: &Balancer) -> String {
         let _ = writeln!(
             out,
             "ioscale_lb_requests_total{{backend=\"{address}\"}} {requests}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ioscale_lb_limit_rejections_total Connections the HTTP layer refused"
+    );
+    let _ = writeln!(out, "# TYPE ioscale_lb_limit_rejections_total counter");
+    // The balancer's own HTTP limits; the other limits are the nodes'.
+    for limit in [Limit::HeaderBytes, Limit::HeaderReadTimeout] {
+        let _ = writeln!(
+            out,
+            "ioscale_lb_limit_rejections_total{{limit=\"{}\"}} {}",
+            LIMITS[limit as usize],
+            refusals.limit_rejections[limit as usize].load(Ordering::Relaxed)
         );
     }
     out

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
@@ -28,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::{BalancerOptions, Sticky};
 use backends::{Backend, Chooser, by_ip};
+use ioscale::balance;
 use sessions::SessionTable;
 
 pub type ProxyBody = BoxBody<Bytes, Box<dyn Error + Send + Sync>>;
@@ -88,11 +89,6 @@ impl Balancer {
         async move { balancer.route_and_forward(request, remote).await }
     }
 
-    fn is_socketio(&self, path: &str) -> bool {
-        let prefix = &self.options.path;
-        path == prefix || path == prefix.trim_end_matches('/')
-    }
-
     fn unknown_sid(&self) -> Response<ProxyBody> {
         let mut response = Response::new(full(r#"{"code":1,"message":"Session ID unknown"}"#));
         *response.status_mut() = StatusCode::BAD_REQUEST;
@@ -116,12 +112,9 @@ impl Balancer {
         mut request: Request<Incoming>,
         remote: SocketAddr,
     ) -> Response<ProxyBody> {
-        let is_socketio = self.is_socketio(request.uri().path());
+        let is_socketio = balance::is_socketio_path(request.uri().path(), &self.options.path);
         let query = request.uri().query().unwrap_or("").to_owned();
-        let sid = is_socketio
-            .then(|| query_param(&query, "sid"))
-            .flatten()
-            .map(str::to_owned);
+        let sid = balance::session_id(request.uri(), &self.options.path).map(str::to_owned);
         let route = match self.options.sticky {
             Sticky::Sid => match &sid {
                 Some(sid) => match self.sessions.get(sid) {
@@ -134,7 +127,11 @@ impl Balancer {
                 },
                 None => Route::New,
             },
-            Sticky::Cookie => match self.cookie_backend(request.headers()) {
+            Sticky::Cookie => match balance::cookie_node(
+                request.headers(),
+                &self.options.cookie_name,
+                self.backends.len(),
+            ) {
                 Some(index) if self.backends[index].available() => Route::Fixed(index),
                 _ if sid.is_some() => return self.unknown_sid(),
                 _ => Route::New,
@@ -145,7 +142,7 @@ impl Balancer {
             },
             Sticky::None => Route::New,
         };
-        let is_upgrade = is_upgrade_request(request.headers());
+        let is_upgrade = balance::is_websocket_upgrade(request.headers());
         let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
         // A client closing its polling session says so in a tiny POST (`1`): read it, so
         // the session stops counting at once rather than at its idle expiry.
@@ -154,7 +151,7 @@ impl Balancer {
             Some(_) if parts.method == Method::POST => peek_small(&parts.headers, body).await,
             _ => Peeked::Stream(body),
         };
-        let closes = matches!(&peeked, Peeked::Read(bytes) if is_close_payload(bytes));
+        let closes = matches!(&peeked, Peeked::Read(bytes) if balance::is_close_payload(bytes));
         let mut peeked = Some(peeked);
         // A request without sid on the Socket.IO path opens a session: it counts on its
         // node from the choice on, so a burst of handshakes spreads by least-connection.
@@ -224,7 +221,7 @@ impl Balancer {
         let is_handshake = is_socketio
             && sid.is_none()
             && parts.method == Method::GET
-            && query_param(&query, "transport") == Some("polling")
+            && balance::query_param(&query, "transport") == Some("polling")
             && response.status() == StatusCode::OK;
         if is_handshake {
             return self
@@ -239,19 +236,6 @@ impl Balancer {
         }
         let (parts, body) = response.into_parts();
         Response::from_parts(parts, body.map_err(boxed).boxed())
-    }
-
-    fn cookie_backend(&self, headers: &HeaderMap) -> Option<usize> {
-        let name = &self.options.cookie_name;
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(key, _)| key == name)
-            .and_then(|(_, value)| value.parse::<usize>().ok())
-            .filter(|index| *index < self.backends.len())
     }
 
     /// Reads the sid from a polling handshake answer and remembers its node.
@@ -269,7 +253,7 @@ impl Balancer {
                 return status(StatusCode::BAD_GATEWAY);
             }
         };
-        match handshake_sid(&body) {
+        match balance::handshake_sid(&body) {
             Some(sid) => {
                 if self.sessions.insert(sid.to_owned(), index) {
                     // The table entry now holds the count (released when it goes).
@@ -397,23 +381,13 @@ enum Peeked {
 /// Reads a body of at most a few bytes (a client's close packet fits); streams any other.
 async fn peek_small(headers: &HeaderMap, body: Incoming) -> Peeked {
     const SMALL: usize = 16;
-    let small = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok())
-        .is_some_and(|length| length <= SMALL);
-    if !small {
+    if !balance::content_length_at_most(headers, SMALL) {
         return Peeked::Stream(body);
     }
     match Limited::new(body, SMALL).collect().await {
         Ok(collected) => Peeked::Read(collected.to_bytes()),
         Err(_) => Peeked::Read(Bytes::new()),
     }
-}
-
-/// An Engine.IO payload ending with the close packet `1`.
-fn is_close_payload(bytes: &[u8]) -> bool {
-    bytes == b"1" || bytes.ends_with(b"\x1e1")
 }
 
 fn boxed<E: Into<Box<dyn Error + Send + Sync>>>(error: E) -> Box<dyn Error + Send + Sync> {
@@ -436,28 +410,6 @@ fn status(status: StatusCode) -> Response<ProxyBody> {
     response
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then_some(value)
-    })
-}
-
-fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
-/// The sid of an Engine.IO open packet: `0{"sid":"...",...}`.
-fn handshake_sid(body: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(body).ok()?;
-    let start = text.find("\"sid\":\"")? + 7;
-    let end = start + text[start..].find('"')?;
-    Some(&text[start..end])
-}
-
 /// Hop-by-hop headers, which a proxy must not forward (RFC 9110 7.6.1).
 const HOP_BY_HOP: [&str; 7] = [
     "connection",
@@ -476,8 +428,7 @@ fn upstream_request(
     is_upgrade: bool,
     body: ProxyBody,
 ) -> Result<Request<ProxyBody>, http::Error> {
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let uri: Uri = format!("http://{address}{path}").parse()?;
+    let uri = balance::upstream_uri(address, &parts.uri)?;
     let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
     if let Some(headers) = builder.headers_mut() {
         for (name, value) in &parts.headers {
@@ -489,17 +440,10 @@ fn upstream_request(
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
-        let forwarded_for = match parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(previous) => format!("{previous}, {}", remote.ip()),
-            None => remote.ip().to_string(),
-        };
-        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
-        }
+        headers.insert(
+            HeaderName::from_static("x-forwarded-for"),
+            balance::forwarded_for(&parts.headers, remote.ip()),
+        );
         headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
             HeaderValue::from_static("http"),
@@ -546,28 +490,5 @@ async fn expire_sessions(balancer: std::sync::Weak<Balancer>) {
         let pause = Duration::from_secs(this.options.session_ttl).min(Duration::from_secs(5));
         drop(this);
         tokio::time::sleep(pause).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_sid_of_an_open_packet() {
-        let body =
-            br#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000}"#;
-        assert_eq!(handshake_sid(body), Some("lv_VI97HAXpY6yYWAAAC"));
-        assert_eq!(handshake_sid(b"0{}"), None);
-        assert_eq!(handshake_sid(b"\xff"), None);
-    }
-
-    #[test]
-    fn query_parameters() {
-        assert_eq!(
-            query_param("EIO=4&transport=polling&sid=abc", "sid"),
-            Some("abc")
-        );
-        assert_eq!(query_param("EIO=4", "sid"), None);
     }
 }
