@@ -224,3 +224,36 @@ async fn cookie_is_set_on_handshake_when_enabled() {
     );
     assert_eq!(response.header("set-cookie"), Some(expected.as_str()));
 }
+
+#[tokio::test]
+async fn each_pong_moves_the_next_ping_and_a_close_forgets_the_session() {
+    let mut config = common::config();
+    config.engine.ping_interval = Duration::from_millis(100);
+    config.engine.ping_timeout = Duration::from_millis(100);
+    let server = start(Io::new(config)).await;
+    let sid = open_polling(server.addr).await;
+    let target = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    // Several rounds, well past one interval plus timeout: each pong keeps the session.
+    for _ in 0..4 {
+        let ponged = std::time::Instant::now();
+        let ping = http(server.addr, "GET", &target, &[], b"").await;
+        assert_eq!(ping.text(), "2");
+        let waited = ponged.elapsed();
+        assert!(waited >= Duration::from_millis(90), "{waited:?}");
+        assert!(waited < Duration::from_millis(400), "{waited:?}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let pong = http(server.addr, "POST", &target, &[], b"3").await;
+        assert_eq!(pong.status, 200);
+    }
+    assert_eq!(server.io.connection_count(), 1);
+    let close = http(server.addr, "POST", &target, &[], b"1").await;
+    assert_eq!(close.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while server.io.connection_count() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session kept after close"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

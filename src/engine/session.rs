@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use super::outbox::{Outbox, PushError};
 use super::packet::Frame;
 use super::sid::Sid;
+use super::timer::{Millis, SessionTimer, Timers};
 use crate::metrics::Metrics;
 
 /// The transport a session currently writes through.
@@ -125,8 +126,9 @@ pub struct Session<D> {
     close_reason: Mutex<Option<CloseReason>>,
     close_signal: Notify,
     transport_signal: Notify,
-    final_poll: Notify,
-    pub(crate) pong: Notify,
+    /// Heartbeat and connect deadlines, served by the engine's shared timers.
+    pub(crate) timer: SessionTimer,
+    timers: Arc<Timers>,
     metrics: Arc<Metrics>,
 }
 
@@ -137,6 +139,7 @@ impl<D> Session<D> {
         data: D,
         transport: TransportKind,
         max_buffered_bytes: usize,
+        timers: Arc<Timers>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Session {
@@ -155,8 +158,8 @@ impl<D> Session<D> {
             close_reason: Mutex::new(None),
             close_signal: Notify::new(),
             transport_signal: Notify::new(),
-            final_poll: Notify::new(),
-            pong: Notify::new(),
+            timer: SessionTimer::default(),
+            timers,
             metrics,
         }
     }
@@ -204,10 +207,11 @@ impl<D> Session<D> {
         *self.close_reason.lock()
     }
 
-    /// Closes the session once; later calls are ignored. The transports and the session's
-    /// lifecycle task observe it and finish (flushing first when the reason allows).
+    /// Closes the session once; later calls are ignored. The transports observe it and
+    /// finish (flushing first when the reason allows); the engine's timers tell the handler.
     pub fn close(&self, reason: CloseReason) {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        // SeqCst with `start_timer`: one of the two sees the other and queues the close.
+        if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
         *self.close_reason.lock() = Some(reason);
@@ -219,6 +223,24 @@ impl<D> Session<D> {
         }
         self.outbox.close();
         self.close_signal.notify_waiters();
+        if self.timer.is_started() {
+            self.timers.schedule(self.id, 0);
+        }
+    }
+
+    /// Arms the heartbeat (first ping at `first_ping`) and the connect deadline.
+    pub(crate) fn start_timer(&self, first_ping: Millis, establish: Option<Millis>) {
+        let first = self.timer.start(first_ping, establish);
+        self.timers.schedule(self.id, first);
+        self.timer.set_started();
+        if self.closed.load(Ordering::SeqCst) {
+            self.timers.schedule(self.id, 0);
+        }
+    }
+
+    /// A pong arrived: the next ping is `interval` from now.
+    pub(crate) fn on_pong(&self, interval: std::time::Duration) {
+        self.timer.on_pong(self.timers.after(interval));
     }
 
     /// Resolves once the session is closed.
@@ -274,13 +296,11 @@ impl<D> Session<D> {
         self.transport_signal.notified()
     }
 
-    /// Tells the lifecycle task that the closing poll was answered.
+    /// The closing poll was answered: a closed polling session can be forgotten now.
     pub(crate) fn final_poll_answered(&self) {
-        self.final_poll.notify_one();
-    }
-
-    /// Resolves once a poll answered after the close (see `final_poll_answered`).
-    pub(crate) async fn final_poll(&self) {
-        self.final_poll.notified().await;
+        self.timer.set_final_polled();
+        if self.timer.is_started() {
+            self.timers.schedule(self.id, 0);
+        }
     }
 }
