@@ -15,6 +15,7 @@ mod session;
 pub mod sid;
 mod timer;
 mod websocket;
+mod ws_io;
 
 use std::sync::Arc;
 use std::time::Duration;
