@@ -2,7 +2,8 @@
 # Idle memory per WebSocket connection: marginal RSS of one server process holding N idle
 # clients, for ioscale, Node's Socket.IO and socketioxide, at each N given (default 5000
 # 10000 19900), then the ratios ioscale/Node and ioscale/socketioxide.
-# Usage: bench/memory.sh [N ...]; SERVERS="ioscale" bench/memory.sh 5000 19900 runs only those.
+# Usage: bench/memory.sh [N ...]; SERVERS="ioscale" bench/memory.sh 5000 19900 runs only those;
+# HOLD=15 samples the RSS after the clients were idle 15 s (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNTS=("${@:-5000 10000 19900}")
@@ -29,7 +30,7 @@ for n in "${COUNTS[@]}"; do
     pid=$!
     for _ in $(seq 100); do grep -qs "listening on" "$out/$name.log" && break; sleep 0.1; done
     target/release/ioscale bench --url "http://127.0.0.1:$port" --clients "$n" --senders 1 \
-      --messages 1 --connect-rate 4000 --connect-timeout 180 --hold 2 --pid "$pid" --json \
+      --messages 1 --connect-rate 4000 --connect-timeout 180 --hold "${HOLD:-2}" --pid "$pid" --json \
       >"$out/r.json" 2>/dev/null || true
     python3 - "$out/r.json" "$name" "$n" "$out/per.tsv" <<'PY'
 import json, sys
