@@ -398,7 +398,16 @@ async fn drive_timers<H: EngineHandler>(
         for (at, sid) in due.drain(..) {
             let session = shared.sessions.get(&sid).map(|entry| entry.value().clone());
             if let Some(session) = session {
-                check_session(&shared, &session, at);
+                // The handler's close callbacks run here: one that panics must not stop the
+                // timers of every other session of the shard.
+                let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    check_session(&shared, &session, at)
+                }));
+                if checked.is_err() {
+                    tracing::error!(sid = %sid, "panic in a session callback: session dropped");
+                    session.close(CloseReason::ForcedClose);
+                    shared.remove_session(&session);
+                }
             }
         }
     }

@@ -283,7 +283,9 @@ impl<D> Session<D> {
 
     /// A pong arrived: the next ping is `interval` from now.
     pub(crate) fn on_pong(&self, interval: std::time::Duration) {
-        self.timer.on_pong(self.timers.after(interval));
+        if let Some(at) = self.timer.on_pong(self.timers.after(interval)) {
+            self.timers.schedule(self.id, at);
+        }
     }
 
     /// Resolves once the session is closed.

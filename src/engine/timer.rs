@@ -213,12 +213,18 @@ impl SessionTimer {
     }
 
     /// A pong: the next ping is `interval` after it. A pong nobody waits for is ignored.
-    pub(crate) fn on_pong(&self, next_ping: Millis) {
-        let _ = self
+    /// The session's standing entry is at or before the pong deadline; when the next ping
+    /// comes before that (an interval shorter than the timeout), returns the time of the
+    /// extra entry the caller must queue.
+    pub(crate) fn on_pong(&self, next_ping: Millis) -> Option<Millis> {
+        let previous = self
             .heartbeat
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
                 (unpack(word).0 == PONG_BY).then_some(pack(PING_AT, next_ping))
-            });
+            })
+            .ok()?;
+        let (_, pong_by) = unpack(previous);
+        (next_ping < pong_by).then_some(next_ping)
     }
 
     /// The earliest deadline.
@@ -364,7 +370,7 @@ mod tests {
         let timer = SessionTimer::default();
         timer.start(100, None);
         assert_eq!(timer.due(100, 150), Due::Ping);
-        timer.on_pong(230);
+        assert_eq!(timer.on_pong(230), None);
         // The pong deadline passed without effect; the next ping is due at 230.
         assert_eq!(timer.due(150, 0), Due::Nothing(230));
         assert_eq!(timer.due(230, 280), Due::Ping);
@@ -374,8 +380,21 @@ mod tests {
     fn an_unsolicited_pong_is_ignored() {
         let timer = SessionTimer::default();
         timer.start(100, None);
-        timer.on_pong(500);
+        assert_eq!(timer.on_pong(500), None);
         assert_eq!(timer.next(), 100);
+    }
+
+    #[test]
+    fn a_pong_before_an_earlier_next_ping_asks_for_an_entry() {
+        // Interval 100, timeout 1000: the standing entry is at the pong deadline (1100), but
+        // after a pong at 130 the next ping is due at 230.
+        let timer = SessionTimer::default();
+        timer.start(100, None);
+        assert_eq!(timer.due(100, 1100), Due::Ping);
+        assert_eq!(timer.on_pong(230), Some(230));
+        assert_eq!(timer.due(230, 1230), Due::Ping);
+        // Interval longer than the timeout: the standing entry comes first.
+        assert_eq!(timer.on_pong(5000), None);
     }
 
     #[test]
