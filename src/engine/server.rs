@@ -433,6 +433,7 @@ fn check_session<H: EngineHandler>(
                     .unwrap_or(CloseReason::TransportClose);
                 tracing::debug!(sid = %session.id, reason = reason.as_str(), "session closed");
                 shared.handler.on_close(session, reason);
+                timer.set_close_reported();
                 // A polling client closed by the server learns it (and gets what was queued)
                 // from its next poll; the session stays known until then, within limits.
                 if session.transport() == TransportKind::Polling

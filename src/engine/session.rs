@@ -341,12 +341,18 @@ impl<D> Session<D> {
         self.transport_signal.notified()
     }
 
-    /// The closing poll was answered: a closed polling session can be forgotten now.
-    pub(crate) fn final_poll_answered(&self) {
-        self.timer.set_final_polled();
+    /// The closing poll was answered: a closed polling session can be forgotten now. True
+    /// when the caller must forget it (the handler already heard of the close); otherwise
+    /// the timers do, right after telling the handler.
+    #[must_use]
+    pub(crate) fn final_poll_answered(&self) -> bool {
+        if self.timer.set_final_polled() {
+            return true;
+        }
         if self.timer.is_started() {
             self.timers.schedule(self.id, 0);
         }
+        false
     }
 }
 

@@ -142,6 +142,7 @@ const LINGER_UNTIL: u64 = 2;
 const STARTED: u8 = 1;
 const CLOSE_HANDLED: u8 = 2;
 const FINAL_POLLED: u8 = 4;
+const CLOSE_REPORTED: u8 = 8;
 
 const NOT_QUEUED: Millis = Millis::MAX;
 
@@ -287,12 +288,20 @@ impl SessionTimer {
         self.final_polled() || (phase == LINGER_UNTIL && at <= now)
     }
 
-    pub(crate) fn set_final_polled(&self) {
-        self.flags.fetch_or(FINAL_POLLED, Ordering::AcqRel);
+    /// The closing poll was answered: true when the handler already heard of the close (the
+    /// caller then forgets the session itself). SeqCst with `set_close_reported`: of the poll
+    /// and the shard task, at least one sees the other's flag and forgets the session.
+    pub(crate) fn set_final_polled(&self) -> bool {
+        self.flags.fetch_or(FINAL_POLLED, Ordering::SeqCst) & CLOSE_REPORTED != 0
     }
 
     pub(crate) fn final_polled(&self) -> bool {
-        self.flags.load(Ordering::Acquire) & FINAL_POLLED != 0
+        self.flags.load(Ordering::SeqCst) & FINAL_POLLED != 0
+    }
+
+    /// The handler was told of the close.
+    pub(crate) fn set_close_reported(&self) {
+        self.flags.fetch_or(CLOSE_REPORTED, Ordering::SeqCst);
     }
 
     /// Called by the shard task for each entry it takes, with the entry's time: whether it
@@ -418,8 +427,12 @@ mod tests {
         assert!(timer.linger_over(60));
         let polled = SessionTimer::default();
         polled.linger(60);
-        polled.set_final_polled();
+        assert!(!polled.set_final_polled());
         assert!(polled.linger_over(0));
+        // Polled after the handler heard of the close: the poll forgets the session.
+        let reported = SessionTimer::default();
+        reported.set_close_reported();
+        assert!(reported.set_final_polled());
     }
 
     #[test]
