@@ -2,22 +2,25 @@
 # Idle memory per WebSocket connection: marginal RSS of one server process holding N idle
 # clients, for ioscale, Node's Socket.IO and socketioxide, at each N given (default 5000
 # 10000 19900), then the ratios ioscale/Node and ioscale/socketioxide.
-# Usage: bench/memory.sh [N ...]
+# Usage: bench/memory.sh [N ...]; SERVERS="ioscale" bench/memory.sh 5000 19900 runs only those;
+# HOLD=15 samples the RSS after the clients were idle 15 s (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNTS=("${@:-5000 10000 19900}")
 [ $# -gt 0 ] || COUNTS=(5000 10000 19900)
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+read -ra SERVER_LIST <<<"${SERVERS:-ioscale node socketioxide}"
+wants() { [[ " ${SERVER_LIST[*]} " == *" $1 "* ]]; }
 cargo build --release --quiet --bin ioscale
-cargo build --release --quiet --manifest-path bench/socketioxide/Cargo.toml
-(cd bench/node && [ -d node_modules ] || npm ci --silent --no-audit --no-fund)
+if wants socketioxide; then cargo build --release --quiet --manifest-path bench/socketioxide/Cargo.toml; fi
+if wants node; then (cd bench/node && [ -d node_modules ] || npm ci --silent --no-audit --no-fund); fi
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 printf '%-13s %8s %10s %12s %14s %16s\n' server clients connected "rss before" "rss connected" "KiB/connection"
 for n in "${COUNTS[@]}"; do
-  for name in ioscale node socketioxide; do
+  for name in "${SERVER_LIST[@]}"; do
     port=$(free_port)
     case $name in
       ioscale) target/release/ioscale serve --port "$port" --stats-interval 0 >"$out/$name.log" 2>&1 & ;;
@@ -27,7 +30,7 @@ for n in "${COUNTS[@]}"; do
     pid=$!
     for _ in $(seq 100); do grep -qs "listening on" "$out/$name.log" && break; sleep 0.1; done
     target/release/ioscale bench --url "http://127.0.0.1:$port" --clients "$n" --senders 1 \
-      --messages 1 --connect-rate 4000 --connect-timeout 180 --hold 2 --pid "$pid" --json \
+      --messages 1 --connect-rate 4000 --connect-timeout 180 --hold "${HOLD:-2}" --pid "$pid" --json \
       >"$out/r.json" 2>/dev/null || true
     python3 - "$out/r.json" "$name" "$n" "$out/per.tsv" <<'PY'
 import json, sys

@@ -224,3 +224,73 @@ async fn cookie_is_set_on_handshake_when_enabled() {
     );
     assert_eq!(response.header("set-cookie"), Some(expected.as_str()));
 }
+
+#[tokio::test]
+async fn each_pong_moves_the_next_ping_and_a_close_forgets_the_session() {
+    let mut config = common::config();
+    config.engine.ping_interval = Duration::from_millis(100);
+    // Generous, so a slow machine never times out; without the pong's reschedule the next
+    // poll would get no ping (and then the close).
+    config.engine.ping_timeout = Duration::from_millis(1000);
+    let server = start(Io::new(config)).await;
+    let sid = open_polling(server.addr).await;
+    let target = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    // Several rounds: each ping comes one interval after the pong (not after the ping).
+    for _ in 0..4 {
+        let ponged = std::time::Instant::now();
+        let ping = http(server.addr, "GET", &target, &[], b"").await;
+        assert_eq!(ping.text(), "2");
+        let waited = ponged.elapsed();
+        assert!(waited >= Duration::from_millis(90), "{waited:?}");
+        // Well below the 1 s timeout, where a ping that missed the pong's reschedule lands.
+        assert!(waited < Duration::from_millis(600), "{waited:?}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let pong = http(server.addr, "POST", &target, &[], b"3").await;
+        assert_eq!(pong.status, 200);
+    }
+    assert_eq!(server.io.connection_count(), 1);
+    let close = http(server.addr, "POST", &target, &[], b"1").await;
+    assert_eq!(close.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while server.io.connection_count() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session kept after close"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_disconnect_handler_does_not_stop_other_sessions_timers() {
+    let mut config = common::config();
+    config.engine.ping_interval = Duration::from_millis(100);
+    config.engine.ping_timeout = Duration::from_millis(1000);
+    let io = Io::new(config);
+    io.of("/")
+        .on_disconnect(|_, _| panic!("handler bug (expected by this test)"));
+    let server = start(io).await;
+    // Several sessions, so that some share the timer shard of the one that panics.
+    let mut others = Vec::new();
+    for _ in 0..6 {
+        others.push(open_polling(server.addr).await);
+    }
+    let doomed = open_polling(server.addr).await;
+    let target = |sid: &str| format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let joined = http(server.addr, "POST", &target(&doomed), &[], b"40").await;
+    assert_eq!(joined.status, 200);
+    let connect = http(server.addr, "GET", &target(&doomed), &[], b"").await;
+    assert!(connect.text().starts_with("40"), "{}", connect.text());
+    // The client closes: the timer task runs the (panicking) disconnect handler.
+    http(server.addr, "POST", &target(&doomed), &[], b"1").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for sid in &others {
+        let ping = tokio::time::timeout(
+            Duration::from_secs(2),
+            http(server.addr, "GET", &target(sid), &[], b""),
+        )
+        .await
+        .expect("a session's timers stopped");
+        assert_eq!(ping.text(), "2");
+    }
+}

@@ -1,12 +1,13 @@
 //! The in-memory adapter: a sharded rooms index and local fan-out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use std::time::Instant;
 
 use dashmap::DashMap;
 
+use super::members::Members;
 use super::{
     AckEvent, AckRoute, Adapter, AdapterError, BoxFuture, Broadcast, BroadcastFlags, Recipient,
     Room, RoomEvent, RoomEventHook, SocketInfo, Target,
@@ -14,8 +15,6 @@ use super::{
 use crate::engine::{Frame, Sid};
 use crate::metrics::Metrics;
 use crate::socket::Payload;
-
-type Members = HashMap<Sid, Arc<dyn Recipient>>;
 
 /// Rooms index of one namespace. Maps are sharded (no global lock on the broadcast
 /// path), and a broadcast to a room touches only that room's members.
@@ -58,9 +57,9 @@ impl MemoryAdapter {
         let inserted = {
             let mut members = self.rooms.entry(room.clone()).or_insert_with(|| {
                 created = true;
-                HashMap::new()
+                Members::new()
             });
-            members.insert(sid, recipient.clone()).is_none()
+            members.insert(sid, recipient)
         };
         if created {
             self.emit(RoomEvent::Create(room.clone()));
@@ -75,8 +74,7 @@ impl MemoryAdapter {
         let removed = self
             .rooms
             .get_mut(room)
-            .and_then(|mut members| members.remove(&sid))
-            .is_some();
+            .is_some_and(|mut members| members.remove(&sid));
         let deleted = self
             .rooms
             .remove_if(room, |_, members| members.is_empty())

@@ -4,6 +4,7 @@
 //! `Arc<dyn Adapter>` per namespace. The in-memory [`MemoryAdapter`] serves one node; the
 //! Redis adapter ([`redis`]) wraps it, delivering locally and publishing to other nodes.
 
+mod members;
 mod memory;
 pub mod redis;
 

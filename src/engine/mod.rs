@@ -13,7 +13,9 @@ mod polling;
 mod server;
 mod session;
 pub mod sid;
+mod timer;
 mod websocket;
+mod ws_io;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +45,7 @@ pub trait EngineHandler: Send + Sync + 'static {
 
     fn on_open(&self, session: &Arc<Session<Self::Data>>);
     /// How long a new session may stay unestablished (Socket.IO: joined no namespace)
-    /// before it is closed; checked once by the session's heartbeat task.
+    /// before it is closed; checked once by the engine's shared timers.
     fn establish_timeout(&self) -> Option<Duration> {
         None
     }

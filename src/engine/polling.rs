@@ -50,7 +50,7 @@ impl<D> Drop for PollInFlight<'_, D> {
 
 /// A GET: answers at once with everything queued, or waits until something is.
 pub(crate) async fn poll<H: EngineHandler>(
-    _shared: &Shared<H>,
+    shared: &Shared<H>,
     session: Arc<Session<H::Data>>,
     cors: Cors,
 ) -> Response<Body> {
@@ -88,7 +88,10 @@ pub(crate) async fn poll<H: EngineHandler>(
                     frames.push(Frame::CLOSE);
                 }
             }
-            session.final_poll_answered();
+            // Forgotten before the answer leaves, so the client's next request finds no session.
+            if session.final_poll_answered() {
+                shared.remove_session(&session);
+            }
             break;
         }
         if session.transport() == TransportKind::WebSocket {

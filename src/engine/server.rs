@@ -1,10 +1,8 @@
 //! The Engine.IO server: request routing, handshakes, the session table and heartbeats.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-use tokio::time::Instant;
+use std::sync::{Arc, Once, Weak};
 
 use dashmap::DashMap;
 use http::{Method, Request, Response, StatusCode, header};
@@ -18,6 +16,7 @@ use super::http_util::{
 use super::packet::{Frame, Packet, PacketType};
 use super::session::{CloseReason, RequestInfo, Session, TransportKind};
 use super::sid::Sid;
+use super::timer::{Due, Millis, Timers};
 use super::{EngineHandler, Message, polling, websocket};
 use crate::metrics::{Limit, Metrics};
 
@@ -45,6 +44,10 @@ pub(crate) struct Shared<H: EngineHandler> {
     pub closing: AtomicBool,
     /// Open sessions per client IP (kept only with a per-IP limit).
     pub per_ip: DashMap<IpAddr, usize>,
+    /// Every session's heartbeat and connect deadlines (no task per session).
+    pub(crate) timers: Arc<Timers>,
+    /// Starts the timer tasks with the first session (an engine may be built outside a runtime).
+    timer_tasks: Once,
 }
 
 impl<H: EngineHandler> Shared<H> {
@@ -97,6 +100,8 @@ impl<H: EngineHandler> Engine<H> {
                 active_websockets: AtomicUsize::new(0),
                 closing: AtomicBool::new(false),
                 per_ip: DashMap::new(),
+                timers: Arc::new(Timers::new(timer_shards())),
+                timer_tasks: Once::new(),
             }),
         }
     }
@@ -310,6 +315,7 @@ impl<H: EngineHandler> Engine<H> {
             H::Data::default(),
             transport,
             self.shared.config.max_buffered_bytes,
+            self.shared.timers.clone(),
             self.shared.metrics.clone(),
         ));
         self.shared.sessions.insert(session.id, session.clone());
@@ -335,76 +341,135 @@ impl<H: EngineHandler> Engine<H> {
         )
     }
 
-    /// Tells the handler about the session and runs its heartbeat until it closes.
+    /// Tells the handler about the session and arms its heartbeat and connect timeout.
     pub(crate) fn start(&self, session: Arc<Session<H::Data>>) {
         self.shared.handler.on_open(&session);
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            if let Some(reason) = heartbeat(&shared, &session).await {
-                session.close(reason);
+        let shared = &self.shared;
+        shared.timer_tasks.call_once(|| {
+            for shard in 0..shared.timers.shard_count() {
+                tokio::spawn(drive_timers(
+                    Arc::downgrade(shared),
+                    shared.timers.clone(),
+                    shard,
+                ));
             }
-            let reason = session
-                .close_reason()
-                .unwrap_or(CloseReason::TransportClose);
-            tracing::debug!(sid = %session.id, reason = reason.as_str(), "session closed");
-            shared.handler.on_close(&session, reason);
-            // A polling client closed by the server learns it (and gets what was queued)
-            // from its next poll; the session stays known until then, within limits.
-            if session.transport() == TransportKind::Polling
-                && reason.flushes()
-                && reason != CloseReason::TransportClose
-            {
-                let _ =
-                    tokio::time::timeout(shared.config.ping_timeout, session.final_poll()).await;
-            }
-            shared.remove_session(&session);
         });
+        let timers = &shared.timers;
+        let establish = shared
+            .handler
+            .establish_timeout()
+            .map(|timeout| timers.after(timeout));
+        session.start_timer(timers.after(shared.config.ping_interval), establish);
     }
 }
 
-/// Pings every `ping_interval` and waits `ping_timeout` for the pong, until the session
-/// closes (`None`) or the client stops answering (`Some(PingTimeout)`).
-/// The same task enforces the handler's establish timeout, so a session costs one task.
-async fn heartbeat<H: EngineHandler>(
-    shared: &Shared<H>,
-    session: &Session<H::Data>,
-) -> Option<CloseReason> {
-    let config = &shared.config;
-    let mut establish_deadline = shared
-        .handler
-        .establish_timeout()
-        .map(|timeout| Instant::now() + timeout);
+/// One timer task per core is plenty: each wake handles every session due by then.
+fn timer_shards() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8))
+}
+
+/// Serves one timer shard: sleeps until its earliest entry, then looks at every session due.
+/// Holds the engine only weakly, so it ends with the engine.
+async fn drive_timers<H: EngineHandler>(
+    shared: Weak<Shared<H>>,
+    timers: Arc<Timers>,
+    index: usize,
+) {
+    let shard = timers.shard(index);
+    let mut due = Vec::new();
     loop {
-        let next_ping = Instant::now() + config.ping_interval;
-        loop {
-            match establish_deadline {
-                Some(deadline) if deadline < next_ping => {
-                    tokio::select! {
-                        _ = session.closed() => return None,
-                        _ = tokio::time::sleep_until(deadline) => {}
-                    }
-                    establish_deadline = None;
-                    if !shared.handler.is_established(session) {
-                        tracing::debug!(sid = %session.id, "not established in time: closing");
-                        return Some(CloseReason::ForcedClose);
-                    }
+        let woken = shard.woken();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        match shard.next() {
+            Some(at) if at <= timers.now() => {}
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(timers.instant(at)) => {}
+                    _ = woken => {}
                 }
-                _ => {
-                    tokio::select! {
-                        _ = session.closed() => return None,
-                        _ = tokio::time::sleep_until(next_ping) => break,
-                    }
+            }
+            None => woken.await,
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shard.take_due(timers.now(), &mut due);
+        for (at, sid) in due.drain(..) {
+            let session = shared.sessions.get(&sid).map(|entry| entry.value().clone());
+            if let Some(session) = session {
+                // The handler's close callbacks run here: one that panics must not stop the
+                // timers of every other session of the shard.
+                let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    check_session(&shared, &session, at)
+                }));
+                if checked.is_err() {
+                    tracing::error!(sid = %sid, "panic in a session callback: session dropped");
+                    session.close(CloseReason::ForcedClose);
+                    shared.remove_session(&session);
                 }
             }
         }
-        if session.send(&[Frame::PING], false).is_err() {
-            return None;
+    }
+}
+
+/// Does what is due for one session (ping, pong timeout, connect timeout; on close: tell the
+/// handler, then forget the session, after a linger for a polling client), and queues it
+/// again at its next deadline.
+fn check_session<H: EngineHandler>(
+    shared: &Shared<H>,
+    session: &Arc<Session<H::Data>>,
+    entry: Millis,
+) {
+    let timers = &shared.timers;
+    let timer = &session.timer;
+    timer.took_entry(entry);
+    let now = timers.now();
+    loop {
+        if session.is_closed() {
+            if timer.take_close() {
+                let reason = session
+                    .close_reason()
+                    .unwrap_or(CloseReason::TransportClose);
+                tracing::debug!(sid = %session.id, reason = reason.as_str(), "session closed");
+                shared.handler.on_close(session, reason);
+                timer.set_close_reported();
+                // A polling client closed by the server learns it (and gets what was queued)
+                // from its next poll; the session stays known until then, within limits.
+                if session.transport() == TransportKind::Polling
+                    && reason.flushes()
+                    && reason != CloseReason::TransportClose
+                {
+                    timer.linger(timers.after(shared.config.ping_timeout));
+                } else {
+                    shared.remove_session(session);
+                    return;
+                }
+            }
+            if timer.linger_over(now) {
+                shared.remove_session(session);
+                return;
+            }
+            break;
         }
-        tokio::select! {
-            _ = session.closed() => return None,
-            _ = session.pong.notified() => {}
-            _ = tokio::time::sleep(config.ping_timeout) => return Some(CloseReason::PingTimeout),
+        match timer.due(now, timers.after(shared.config.ping_timeout)) {
+            Due::Nothing(_) => break,
+            // A failed send closed the session (or found it closed): handled above.
+            Due::Ping => {
+                let _ = session.send(&[Frame::PING], false);
+            }
+            Due::PongTimeout => session.close(CloseReason::PingTimeout),
+            Due::Establish => {
+                if !shared.handler.is_established(session) {
+                    tracing::debug!(sid = %session.id, "not established in time: closing");
+                    session.close(CloseReason::ForcedClose);
+                }
+            }
         }
+    }
+    let next = timer.next();
+    if timer.needs_entry(next) {
+        timers.schedule(session.id, next);
     }
 }
 
@@ -428,7 +493,7 @@ pub(crate) fn on_packet<H: EngineHandler>(
             tracing::debug!(sid = %session.id, "invalid heartbeat direction");
             session.close(CloseReason::TransportError);
         }
-        Packet::Text(PacketType::Pong, _) => session.pong.notify_one(),
+        Packet::Text(PacketType::Pong, _) => session.on_pong(shared.config.ping_interval),
         Packet::Text(PacketType::Close, _) => session.close(CloseReason::TransportClose),
         Packet::Text(PacketType::Open | PacketType::Upgrade | PacketType::Noop, _) => {}
     }

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use super::outbox::{Outbox, PushError};
 use super::packet::Frame;
 use super::sid::Sid;
+use super::timer::{Millis, SessionTimer, Timers};
 use crate::metrics::Metrics;
 
 /// The transport a session currently writes through.
@@ -77,8 +78,10 @@ impl CloseReason {
 /// `socket.handshake`).
 #[derive(Debug)]
 pub struct RequestInfo {
-    pub uri: Uri,
-    pub headers: HeaderMap,
+    /// The request target, then each header's name and value, each followed by a NUL (a
+    /// byte that neither a target, a header name nor a header value may contain): one block
+    /// instead of a `HeaderMap` and a `Uri` (about 850 bytes less per session).
+    raw: Box<[u8]>,
     pub remote_addr: SocketAddr,
     pub issued: SystemTime,
 }
@@ -88,18 +91,59 @@ impl RequestInfo {
     /// the connection's read buffer (kilobytes); keeping them would keep that buffer alive
     /// for the whole session.
     pub(crate) fn detached(uri: &Uri, headers: &HeaderMap, remote_addr: SocketAddr) -> Self {
-        let mut owned = HeaderMap::with_capacity(headers.len());
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let length = target.len()
+            + 1
+            + headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 2)
+                .sum::<usize>();
+        let mut raw = Vec::with_capacity(length);
+        raw.extend_from_slice(target.as_bytes());
+        raw.push(0);
         for (name, value) in headers {
-            if let Ok(value) = http::HeaderValue::from_bytes(value.as_bytes()) {
-                owned.append(name.clone(), value);
-            }
+            raw.extend_from_slice(name.as_str().as_bytes());
+            raw.push(0);
+            raw.extend_from_slice(value.as_bytes());
+            raw.push(0);
         }
         RequestInfo {
-            uri: uri.to_string().parse().unwrap_or_else(|_| uri.clone()),
-            headers: owned,
+            raw: raw.into_boxed_slice(),
             remote_addr,
             issued: SystemTime::now(),
         }
+    }
+
+    /// The request target: path and query (`/socket.io/?EIO=4&transport=websocket`).
+    pub fn target(&self) -> &str {
+        let target = self.raw.split(|b| *b == 0).next().unwrap_or_default();
+        std::str::from_utf8(target).unwrap_or("/")
+    }
+
+    pub fn path(&self) -> &str {
+        let target = self.target();
+        target.split_once('?').map_or(target, |(path, _)| path)
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.target().split_once('?').map(|(_, query)| query)
+    }
+
+    /// The headers in the order they came, names in lowercase.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let mut parts = self.raw.split(|b| *b == 0).skip(1);
+        std::iter::from_fn(move || {
+            let name = parts.next().filter(|name| !name.is_empty())?;
+            let value = parts.next()?;
+            Some((std::str::from_utf8(name).unwrap_or_default(), value))
+        })
+    }
+
+    /// The first value of a header (the name in any case).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
+            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
     }
 }
 
@@ -125,8 +169,9 @@ pub struct Session<D> {
     close_reason: Mutex<Option<CloseReason>>,
     close_signal: Notify,
     transport_signal: Notify,
-    final_poll: Notify,
-    pub(crate) pong: Notify,
+    /// Heartbeat and connect deadlines, served by the engine's shared timers.
+    pub(crate) timer: SessionTimer,
+    timers: Arc<Timers>,
     metrics: Arc<Metrics>,
 }
 
@@ -137,6 +182,7 @@ impl<D> Session<D> {
         data: D,
         transport: TransportKind,
         max_buffered_bytes: usize,
+        timers: Arc<Timers>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Session {
@@ -155,8 +201,8 @@ impl<D> Session<D> {
             close_reason: Mutex::new(None),
             close_signal: Notify::new(),
             transport_signal: Notify::new(),
-            final_poll: Notify::new(),
-            pong: Notify::new(),
+            timer: SessionTimer::default(),
+            timers,
             metrics,
         }
     }
@@ -204,10 +250,11 @@ impl<D> Session<D> {
         *self.close_reason.lock()
     }
 
-    /// Closes the session once; later calls are ignored. The transports and the session's
-    /// lifecycle task observe it and finish (flushing first when the reason allows).
+    /// Closes the session once; later calls are ignored. The transports observe it and
+    /// finish (flushing first when the reason allows); the engine's timers tell the handler.
     pub fn close(&self, reason: CloseReason) {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        // SeqCst with `start_timer`: one of the two sees the other and queues the close.
+        if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
         *self.close_reason.lock() = Some(reason);
@@ -219,6 +266,26 @@ impl<D> Session<D> {
         }
         self.outbox.close();
         self.close_signal.notify_waiters();
+        if self.timer.is_started() {
+            self.timers.schedule(self.id, 0);
+        }
+    }
+
+    /// Arms the heartbeat (first ping at `first_ping`) and the connect deadline.
+    pub(crate) fn start_timer(&self, first_ping: Millis, establish: Option<Millis>) {
+        let first = self.timer.start(first_ping, establish);
+        self.timers.schedule(self.id, first);
+        self.timer.set_started();
+        if self.closed.load(Ordering::SeqCst) {
+            self.timers.schedule(self.id, 0);
+        }
+    }
+
+    /// A pong arrived: the next ping is `interval` from now.
+    pub(crate) fn on_pong(&self, interval: std::time::Duration) {
+        if let Some(at) = self.timer.on_pong(self.timers.after(interval)) {
+            self.timers.schedule(self.id, at);
+        }
     }
 
     /// Resolves once the session is closed.
@@ -274,13 +341,54 @@ impl<D> Session<D> {
         self.transport_signal.notified()
     }
 
-    /// Tells the lifecycle task that the closing poll was answered.
-    pub(crate) fn final_poll_answered(&self) {
-        self.final_poll.notify_one();
+    /// The closing poll was answered: a closed polling session can be forgotten now. True
+    /// when the caller must forget it (the handler already heard of the close); otherwise
+    /// the timers do, right after telling the handler.
+    #[must_use]
+    pub(crate) fn final_poll_answered(&self) -> bool {
+        if self.timer.set_final_polled() {
+            return true;
+        }
+        if self.timer.is_started() {
+            self.timers.schedule(self.id, 0);
+        }
+        false
     }
+}
 
-    /// Resolves once a poll answered after the close (see `final_poll_answered`).
-    pub(crate) async fn final_poll(&self) {
-        self.final_poll.notified().await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_info_keeps_target_and_headers_in_order() {
+        let uri: Uri = "/socket.io/?EIO=4&transport=websocket".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "example.com".parse().unwrap());
+        headers.append("x-many", "one".parse().unwrap());
+        headers.append("x-many", "two".parse().unwrap());
+        headers.insert("x-empty", "".parse().unwrap());
+        headers.insert(
+            "x-latin",
+            http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        );
+        let info = RequestInfo::detached(&uri, &headers, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(info.target(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(info.path(), "/socket.io/");
+        assert_eq!(info.query(), Some("EIO=4&transport=websocket"));
+        let all: Vec<_> = info.headers().collect();
+        assert_eq!(
+            all,
+            [
+                ("host", &b"example.com"[..]),
+                ("x-many", b"one"),
+                ("x-many", b"two"),
+                ("x-empty", b""),
+                ("x-latin", b"caf\xe9"),
+            ]
+        );
+        assert_eq!(info.header("Host"), Some(&b"example.com"[..]));
+        assert_eq!(info.header("x-empty"), Some(&b""[..]));
+        assert_eq!(info.header("missing"), None);
     }
 }

@@ -11,11 +11,11 @@ use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 
 use std::sync::atomic::Ordering;
 
@@ -24,14 +24,14 @@ use super::http_util::Body;
 use super::packet::{Frame, Packet, decode_text};
 use super::server::{Engine, on_packet};
 use super::session::{CloseReason, Session, TransportKind};
+use super::ws_io::{ReadStash, write_frames};
 use crate::metrics::Metrics;
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Socket = WebSocketStream<ReadStash<TokioIo<Upgraded>>>;
 
-/// Small eager read buffer: idle connections should cost little (grows for big messages).
-const READ_BUFFER_SIZE: usize = 1024;
-/// Frames are batched up to this size per write (a flush writes whatever is left).
-const WRITE_BUFFER_SIZE: usize = 32 * 1024;
+/// tungstenite's read buffer, kept for the life of the connection (it grows for a large
+/// message). Small, because `ReadStash` reads the socket in bigger chunks on the stack.
+const READ_BUFFER_SIZE: usize = 128;
 
 pub(crate) fn is_upgrade_request<B>(request: &Request<B>) -> bool {
     let has_token = |name: header::HeaderName, token: &str| {
@@ -67,10 +67,10 @@ fn bad_upgrade() -> Response<Body> {
 async fn into_socket<H: EngineHandler>(engine: &Engine<H>, upgraded: Upgraded) -> Socket {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
-        .write_buffer_size(WRITE_BUFFER_SIZE)
         .max_message_size(Some(engine.shared.config.max_payload))
         .max_frame_size(Some(engine.shared.config.max_payload));
-    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await
+    let stream = ReadStash::new(TokioIo::new(upgraded));
+    WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
 }
 
 /// A WebSocket that opens a new session (no `sid`).
@@ -94,16 +94,20 @@ pub(crate) fn accept_fresh<H: EngineHandler>(
                 return;
             }
         };
-        let mut socket = into_socket(&engine, upgraded).await;
-        let open = engine.open_packet(session.id, TransportKind::WebSocket);
-        Metrics::add(&engine.shared.metrics.packets_sent, 1);
-        Metrics::add(&engine.shared.metrics.bytes_sent, open.len() as u64);
-        if socket.send(WsMessage::Text(open.into())).await.is_err() {
+        let mut socket = Box::pin(into_socket(&engine, upgraded)).await;
+        let mut open = vec![Frame::Text(
+            engine
+                .open_packet(session.id, TransportKind::WebSocket)
+                .into(),
+        )];
+        let written = Box::pin(write_batch(&mut socket, &mut open, &engine.shared.metrics)).await;
+        drop(open);
+        if written.is_err() {
             engine.shared.remove_session(&session);
             return;
         }
         engine.start(session.clone());
-        run(&engine, &session, socket).await;
+        run(&engine, &session, &mut socket).await;
     });
     response
 }
@@ -125,7 +129,7 @@ pub(crate) fn accept_upgrade<H: EngineHandler>(
             session.cancel_upgrade();
             return;
         };
-        let mut socket = into_socket(&engine, upgraded).await;
+        let mut socket = Box::pin(into_socket(&engine, upgraded)).await;
         let timeout = engine.shared.config.upgrade_timeout;
         let probed = tokio::select! {
             _ = session.closed() => None,
@@ -138,7 +142,7 @@ pub(crate) fn accept_upgrade<H: EngineHandler>(
         }
         session.finish_upgrade();
         tracing::debug!(sid = %session.id, "upgraded to websocket");
-        run(&engine, &session, socket).await;
+        run(&engine, &session, &mut socket).await;
     });
     response
 }
@@ -155,10 +159,7 @@ async fn probe<D>(session: &Session<D>, socket: &mut Socket) -> Option<()> {
                 let metrics = session.metrics();
                 Metrics::add(&metrics.packets_received, 1);
                 Metrics::add(&metrics.bytes_received, 6);
-                Metrics::add(&metrics.packets_sent, 1);
-                Metrics::add(&metrics.bytes_sent, 6);
-                socket
-                    .send(WsMessage::Text(Utf8Bytes::from_static("3probe")))
+                write_batch(socket, &mut vec![Frame::PROBE_PONG], metrics)
                     .await
                     .ok()?;
                 probed = true;
@@ -175,11 +176,12 @@ async fn probe<D>(session: &Session<D>, socket: &mut Socket) -> Option<()> {
     None
 }
 
-/// Reads and writes one session's WebSocket until either side closes it.
+/// Reads and writes one session's WebSocket until either side closes it. The socket is
+/// borrowed, not moved: each async layer that took it by value would hold its own copy.
 async fn run<H: EngineHandler>(
     engine: &Engine<H>,
     session: &Arc<Session<H::Data>>,
-    socket: Socket,
+    socket: &mut Socket,
 ) {
     let active = &engine.shared.active_websockets;
     active.fetch_add(1, Ordering::AcqRel);
@@ -190,31 +192,21 @@ async fn run<H: EngineHandler>(
 async fn run_socket<H: EngineHandler>(
     engine: &Engine<H>,
     session: &Arc<Session<H::Data>>,
-    mut socket: Socket,
+    socket: &mut Socket,
 ) {
-    let metrics = engine.shared.metrics.clone();
-    let mut batch = Vec::new();
+    let metrics = &engine.shared.metrics;
+    // This loop is where an idle connection waits, so its state is what every idle
+    // connection's task holds: the write and close paths are boxed to keep it small.
+    // (The outbox is also ready once the session closes.)
+    let mut peer_closed = false;
     loop {
         tokio::select! {
             biased;
-            _ = session.closed() => break,
             _ = session.outbox.ready() => {
-                session.outbox.drain_into(&mut batch);
-                let flush_timeout = engine.shared.config.ping_timeout;
-                let write = write_batch(&mut socket, &mut batch, &metrics);
-                tokio::pin!(write);
-                let written = tokio::select! {
-                    result = &mut write => result,
-                    // Closed mid-write: a graceful close still writes this batch (bounded);
-                    // an abort (ping timeout, slow consumer) drops it.
-                    _ = session.closed() => match session.close_reason() {
-                        Some(reason) if reason.flushes() => {
-                            tokio::time::timeout(flush_timeout, &mut write).await.unwrap_or(Ok(()))
-                        }
-                        _ => Ok(()),
-                    },
-                };
-                if written.is_err() {
+                if session.is_closed() {
+                    break;
+                }
+                if Box::pin(write_queued(engine, session, socket)).await.is_err() {
                     session.close(CloseReason::TransportError);
                     break;
                 }
@@ -234,32 +226,68 @@ async fn run_socket<H: EngineHandler>(
                     Metrics::add(&metrics.bytes_received, data.len() as u64);
                     on_packet(&engine.shared, session, Packet::Binary(data));
                 }
-                Some(Ok(WsMessage::Close(_))) | None => session.close(CloseReason::TransportClose),
+                Some(Ok(WsMessage::Close(_))) | None => {
+                    peer_closed = true;
+                    session.close(CloseReason::TransportClose);
+                }
                 Some(Ok(_)) => {}
                 Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                     tracing::debug!(sid = %session.id, size, max_size, "websocket message too large");
                     session.close(CloseReason::TransportError);
                     let frame = CloseFrame { code: CloseCode::Size, reason: "message too big".into() };
-                    let _ = socket.close(Some(frame)).await;
+                    let _ = Box::pin(socket.close(Some(frame))).await;
                     return;
                 }
                 Some(Err(error)) => {
                     tracing::debug!(sid = %session.id, %error, "websocket error");
+                    peer_closed = true;
                     session.close(CloseReason::TransportError);
                 }
             },
         }
     }
-    // Closed: write what may still be flushed, then close the WebSocket.
-    if session.close_reason().is_some_and(CloseReason::flushes) {
-        session.outbox.drain_into(&mut batch);
-        let _ = tokio::time::timeout(
-            engine.shared.config.ping_timeout,
-            write_batch(&mut socket, &mut batch, &metrics),
-        )
-        .await;
+    Box::pin(finish(engine, session, socket, peer_closed)).await;
+}
+
+/// Writes everything queued. Closed mid-write: a graceful close still writes this batch
+/// (bounded); an abort (ping timeout, slow consumer) drops it.
+async fn write_queued<H: EngineHandler>(
+    engine: &Engine<H>,
+    session: &Session<H::Data>,
+    socket: &mut Socket,
+) -> Result<(), WsError> {
+    let mut batch = Vec::new();
+    session.outbox.drain_into(&mut batch);
+    let flush_timeout = engine.shared.config.ping_timeout;
+    let write = write_batch(socket, &mut batch, &engine.shared.metrics);
+    tokio::pin!(write);
+    tokio::select! {
+        result = &mut write => result,
+        _ = session.closed() => match session.close_reason() {
+            Some(reason) if reason.flushes() => {
+                tokio::time::timeout(flush_timeout, &mut write).await.unwrap_or(Ok(()))
+            }
+            _ => Ok(()),
+        },
     }
-    let _ = tokio::time::timeout(engine.shared.config.ping_timeout, socket.close(None)).await;
+}
+
+/// The session closed: writes what may still be flushed, then closes the WebSocket.
+async fn finish<H: EngineHandler>(
+    engine: &Engine<H>,
+    session: &Session<H::Data>,
+    socket: &mut Socket,
+    peer_closed: bool,
+) {
+    let timeout = engine.shared.config.ping_timeout;
+    // Nothing may follow the peer's close (tungstenite already answered it).
+    if !peer_closed && session.close_reason().is_some_and(CloseReason::flushes) {
+        let mut batch = Vec::new();
+        session.outbox.drain_into(&mut batch);
+        let write = write_batch(socket, &mut batch, &engine.shared.metrics);
+        let _ = tokio::time::timeout(timeout, write).await;
+    }
+    let _ = tokio::time::timeout(timeout, socket.close(None)).await;
     // Read what the client still sends until its close (bounded): closing a socket with
     // unread data makes the kernel reset it, and the client would lose what was flushed.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -268,7 +296,7 @@ async fn run_socket<H: EngineHandler>(
     .await;
 }
 
-/// Writes every frame of the batch with one flush.
+/// Writes every frame of the batch with one flush (see `ws_io::write_frames`).
 async fn write_batch(
     socket: &mut Socket,
     batch: &mut Vec<Frame>,
@@ -277,17 +305,11 @@ async fn write_batch(
     if batch.is_empty() {
         return Ok(());
     }
+    let bytes: usize = batch.iter().map(Frame::len).sum();
     Metrics::add(&metrics.packets_sent, batch.len() as u64);
-    Metrics::add(
-        &metrics.bytes_sent,
-        batch.iter().map(|f| f.len() as u64).sum(),
-    );
-    for frame in batch.drain(..) {
-        let message = match frame {
-            Frame::Text(text) => WsMessage::Text(text),
-            Frame::Binary(data) => WsMessage::Binary(data),
-        };
-        socket.feed(message).await?;
-    }
-    socket.flush().await
+    Metrics::add(&metrics.bytes_sent, bytes as u64);
+    // What tungstenite queued itself (a pong, a close reply) goes first.
+    socket.flush().await?;
+    let size_hint = bytes + 10 * batch.len();
+    write_frames(socket.get_mut(), batch.drain(..), size_hint).await
 }

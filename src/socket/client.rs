@@ -21,7 +21,8 @@ type ClientSession = Arc<Session<ClientState>>;
 /// Socket-layer state attached to each engine session.
 #[derive(Default)]
 pub struct ClientState {
-    decoder: Mutex<Option<Decoder>>,
+    /// Only while a binary packet waits for its attachments (rare): no decoder is kept idle.
+    decoder: Mutex<Option<Box<Decoder>>>,
     /// Event rate bucket of the whole connection (a socket reconnecting to a namespace on
     /// the same connection does not get a fresh burst).
     pub(crate) event_bucket: Mutex<Option<super::socket::TokenBucket>>,
@@ -73,12 +74,18 @@ impl ClientState {
 
 pub(crate) fn on_message(io: &Arc<IoInner>, session: &ClientSession, message: Message) {
     let decoded = {
-        let mut decoder = session.data.decoder.lock();
-        let decoder = decoder.get_or_insert_with(|| Decoder::new(MAX_ATTACHMENTS));
-        match message {
+        let mut slot = session.data.decoder.lock();
+        let mut decoder = slot
+            .take()
+            .map_or_else(|| Decoder::new(MAX_ATTACHMENTS), |pending| *pending);
+        let decoded = match message {
             Message::Text(text) => decoder.decode_text(&text),
             Message::Binary(data) => decoder.decode_binary(data),
+        };
+        if decoder.is_pending() {
+            *slot = Some(Box::new(decoder));
         }
+        decoded
     };
     match decoded {
         Ok(Some(packet)) => on_packet(io, session, packet),
@@ -197,7 +204,12 @@ fn finish_connect(session: &ClientSession, socket: Arc<Socket>) {
     }
     let nsp = socket.namespace().clone();
     socket.mark_connected();
-    session.data.sockets.lock().push(socket.clone());
+    {
+        let mut sockets = session.data.sockets.lock();
+        // Most connections join one namespace: room for one, not the default four.
+        sockets.reserve_exact(1);
+        sockets.push(socket.clone());
+    }
     nsp.sockets.insert(socket.id(), socket.clone());
     nsp.adapter.add_socket(socket.clone());
     let reply = Packet::connect(nsp.name(), Some(json!({"sid": socket.id().as_str()})));

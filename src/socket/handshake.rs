@@ -10,12 +10,11 @@ use crate::engine::RequestInfo;
 /// The handshake object of a socket, field for field as socket.io 4 builds it.
 pub fn to_json(request: &RequestInfo, auth: &Value) -> Value {
     let mut headers = Map::new();
-    for (name, value) in &request.headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        headers.insert(name.as_str().to_owned(), Value::String(value));
+    for (name, value) in request.headers() {
+        let value = String::from_utf8_lossy(value).into_owned();
+        headers.insert(name.to_owned(), Value::String(value));
     }
     let query: Map<String, Value> = request
-        .uri
         .query()
         .unwrap_or("")
         .split('&')
@@ -30,11 +29,7 @@ pub fn to_json(request: &RequestInfo, auth: &Value) -> Value {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let url = request
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_default();
+    let url = request.target().to_owned();
     let mut handshake = Map::new();
     handshake.insert("headers".into(), Value::Object(headers));
     handshake.insert("time".into(), Value::String(js_date_string(request.issued)));
@@ -44,7 +39,7 @@ pub fn to_json(request: &RequestInfo, auth: &Value) -> Value {
     );
     handshake.insert(
         "xdomain".into(),
-        Value::Bool(request.headers.contains_key(http::header::ORIGIN)),
+        Value::Bool(request.header("origin").is_some()),
     );
     handshake.insert("secure".into(), Value::Bool(false));
     handshake.insert("issued".into(), Value::from(issued_ms));

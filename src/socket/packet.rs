@@ -216,6 +216,11 @@ impl Decoder {
         }
     }
 
+    /// Whether a binary packet waits for attachments.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// Decodes a text frame: `Some` when it completes a packet, `None` when binary frames must follow.
     pub fn decode_text(&mut self, text: &str) -> Result<Option<Packet>, DecodeError> {
         if self.pending.is_some() {

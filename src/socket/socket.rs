@@ -139,11 +139,14 @@ pub struct Socket {
     pub(crate) ns: Arc<Namespace>,
     pub(crate) session: Arc<Session<ClientState>>,
     handshake: Handshake,
-    handlers: RwLock<Option<HashMap<String, EventHandler>>>,
+    /// Handlers of this socket only (rare: most are the namespace's), boxed like the claims
+    /// so that sockets without them stay small (a `HashMap` inline is 48 bytes).
+    #[allow(clippy::box_collection)]
+    handlers: RwLock<Option<Box<HashMap<String, EventHandler>>>>,
     acks: Mutex<HashMap<u64, AckWaiter>>,
     connected: AtomicBool,
     /// Claims of the verified token, when a JWT middleware accepted the socket.
-    claims: std::sync::OnceLock<Value>,
+    claims: std::sync::OnceLock<Box<Value>>,
     /// Application data attached to the socket (Socket.IO's `socket.data`).
     pub data: RwLock<Value>,
 }
@@ -191,11 +194,11 @@ impl Socket {
 
     /// The claims of the token that authenticated the socket (see [`crate::auth`]).
     pub fn claims(&self) -> Option<&Value> {
-        self.claims.get()
+        self.claims.get().map(|claims| &**claims)
     }
 
     pub(crate) fn set_claims(&self, claims: Value) {
-        let _ = self.claims.set(claims);
+        let _ = self.claims.set(Box::new(claims));
     }
 
     /// The HTTP request that opened the underlying connection (headers, query, address).
@@ -256,7 +259,7 @@ impl Socket {
     ) {
         self.handlers
             .write()
-            .get_or_insert_with(HashMap::new)
+            .get_or_insert_with(Default::default)
             .insert(event.into(), Arc::new(handler));
     }
 

@@ -47,6 +47,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         "listening on {}",
         listener.local_addr().context("listener has no address")?
     );
+    tokio::spawn(crate::trim::trim_after_churn(io.clone()));
     if options.stats_interval > 0 {
         tokio::spawn(log_stats(
             ops.clone(),

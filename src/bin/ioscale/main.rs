@@ -8,6 +8,7 @@ mod lb;
 mod logging;
 mod ops;
 mod stats;
+mod trim;
 
 use std::process::ExitCode;
 
