@@ -3,6 +3,8 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
+import https from "node:https";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
@@ -54,6 +56,31 @@ describe("TLS", () => {
     const { info, transport } = await roundTrip(`https://127.0.0.1:${lb.port}`, ["polling", "websocket"], t);
     assert.equal(info.serverId, "behind-lb");
     assert.ok(["polling", "websocket"].includes(transport));
+  });
+
+  it("ioscale lb terminating TLS tells the node X-Forwarded-Proto: https", { timeout: 20000 }, async (t) => {
+    const { cert, key } = selfSigned(t);
+    const seen = [];
+    const backend = http.createServer((req, res) => {
+      seen.push({ url: req.url, headers: req.headers });
+      res.end("ok");
+    });
+    await new Promise((resolve) => backend.listen(0, "127.0.0.1", resolve));
+    t.after(() => new Promise((resolve) => (backend.closeAllConnections(), backend.close(() => resolve()))));
+    const lb = await startServer("ioscale", ["lb", "--backend", `127.0.0.1:${backend.address().port}`, "--tls-cert", cert, "--tls-key", key], { t });
+    const body = await new Promise((resolve, reject) => {
+      const req = https.get(`https://127.0.0.1:${lb.port}/plain`, { rejectUnauthorized: false }, (res) => {
+        let text = "";
+        res.on("data", (chunk) => (text += chunk));
+        res.on("end", () => resolve(text));
+      });
+      req.on("error", reject);
+    });
+    assert.equal(body, "ok");
+    // The balancer's own health checks reach the backend too; the forwarded request is ours.
+    const forwarded = seen.find((s) => s.url === "/plain");
+    assert.ok(forwarded, `the request reached the backend: ${JSON.stringify(seen.map((s) => s.url))}`);
+    assert.equal(forwarded.headers["x-forwarded-proto"], "https");
   });
 
   it("a certificate that cannot be read fails the start with a clear message", { timeout: 10000 }, async (t) => {

@@ -39,7 +39,7 @@ pub async fn serve(
     limits: ioscale::http::HttpLimits,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let balancer = Balancer::new(backends.clone(), options.clone());
+    let balancer = Balancer::new(backends.clone(), options.clone(), limits.tls.is_some());
     balancer.start();
     tracing::info!(
         backends = ?backends,

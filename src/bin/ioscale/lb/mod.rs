@@ -42,6 +42,8 @@ pub struct Balancer {
     sessions: SessionTable,
     options: BalancerOptions,
     client: Client<HttpConnector, ProxyBody>,
+    /// `X-Forwarded-Proto` of every request: `https` when this balancer terminates TLS.
+    forwarded_proto: HeaderValue,
 }
 
 /// Where a request goes.
@@ -53,7 +55,7 @@ enum Route {
 }
 
 impl Balancer {
-    pub fn new(backends: Vec<String>, options: BalancerOptions) -> Arc<Self> {
+    pub fn new(backends: Vec<String>, options: BalancerOptions, tls: bool) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -69,6 +71,7 @@ impl Balancer {
             ),
             options,
             client,
+            forwarded_proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
         })
     }
 
@@ -178,7 +181,15 @@ impl Balancer {
                 _ => empty(),
             };
             let upstream =
-                upstream_request(&parts, &backend.address, remote, is_upgrade, upstream_body);
+                upstream_request(&parts, &backend.address, remote, is_upgrade, upstream_body).map(
+                    |mut upstream| {
+                        upstream.headers_mut().insert(
+                            HeaderName::from_static("x-forwarded-proto"),
+                            self.forwarded_proto.clone(),
+                        );
+                        upstream
+                    },
+                );
             match upstream.map(|upstream| self.client.request(upstream)) {
                 Ok(pending) => match pending.await {
                     Ok(response) => break (index, response),
@@ -443,10 +454,6 @@ fn upstream_request(
         headers.insert(
             HeaderName::from_static("x-forwarded-for"),
             balance::forwarded_for(&parts.headers, remote.ip()),
-        );
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
         );
     }
     builder.body(body)
