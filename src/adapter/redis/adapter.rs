@@ -336,33 +336,7 @@ impl RedisAdapter {
 }
 
 impl Adapter for RedisAdapter {
-    fn add_socket(&self, recipient: Arc<dyn crate::adapter::Recipient>) {
-        self.local.add_socket(recipient);
-    }
-
-    fn remove_socket(&self, sid: Sid) {
-        self.local.remove_socket(sid);
-    }
-
-    fn join(&self, sid: Sid, rooms: &[Room]) {
-        self.local.join(sid, rooms);
-    }
-
-    fn leave(&self, sid: Sid, room: &str) {
-        self.local.leave(sid, room);
-    }
-
-    fn socket_rooms(&self, sid: Sid) -> Vec<Room> {
-        self.local.socket_rooms(sid)
-    }
-
-    fn sockets(&self, target: &Target) -> Vec<Sid> {
-        self.local.sockets(target)
-    }
-
-    fn rooms(&self) -> Vec<Room> {
-        self.local.rooms()
-    }
+    shared::delegate_local_rooms!();
 
     fn broadcast(&self, message: &Broadcast, target: &Target, flags: BroadcastFlags) -> usize {
         if !flags.local {
@@ -411,20 +385,21 @@ impl Adapter for RedisAdapter {
         let delivered = self
             .local
             .deliver(&message.frames, target, flags.volatile, Some(&route));
+        let servers = {
+            let this = self.this.clone();
+            async move {
+                match this.upgrade() {
+                    Some(adapter) => adapter
+                        .cluster
+                        .numsub(&adapter.channels.request)
+                        .await
+                        .unwrap_or(1),
+                    None => 1,
+                }
+            }
+        };
         let this = self.this.clone();
-        let events = route.events;
-        tokio::spawn(async move {
-            let Some(adapter) = this.upgrade() else {
-                return;
-            };
-            let servers = adapter
-                .cluster
-                .numsub(&adapter.channels.request)
-                .await
-                .unwrap_or(1);
-            let _ = events.send(AckEvent::RemoteServers(servers.saturating_sub(1)));
-            drop(adapter);
-            tokio::time::sleep(route.timeout).await;
+        shared::follow_ack_broadcast(servers, route.events, route.timeout, move || {
             if let Some(adapter) = this.upgrade() {
                 adapter.pending_acks.remove(&request_id);
             }

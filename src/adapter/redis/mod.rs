@@ -12,6 +12,7 @@
 //! `lib/index.ts` (8.3.0).
 
 mod adapter;
+mod link;
 pub mod sharded;
 mod shared;
 pub mod wire;
@@ -20,13 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use fred::clients::SubscriberClient;
-use fred::prelude::{
-    Builder, Client, ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy,
-    TcpConfig,
-};
+use fred::prelude::{Client, ClientLike, Config, EventInterface, PubsubInterface};
 use tokio::sync::{broadcast, mpsc};
 
 pub use adapter::RedisAdapter;
@@ -88,9 +85,9 @@ pub struct RedisCluster {
     uid: String,
     publisher: Client,
     subscriber: SubscriberClient,
-    outgoing: mpsc::Sender<(String, Bytes)>,
+    outgoing: mpsc::Sender<link::Outgoing>,
     adapters: DashMap<String, Weak<RedisAdapter>>,
-    stats: RedisStats,
+    stats: Arc<RedisStats>,
     up: AtomicBool,
 }
 
@@ -109,40 +106,20 @@ impl RedisCluster {
     pub fn connect(config: RedisConfig) -> Result<Arc<Self>, RedisError> {
         let redis_config =
             Config::from_url(&config.url).map_err(|e| RedisError::Config(e.to_string()))?;
-        let build = |subscriber: bool| {
-            let mut builder = Builder::from_config(redis_config.clone());
-            builder
-                .with_config(|c| c.fail_fast = false)
-                .with_connection_config(|c| {
-                    c.connection_timeout = Duration::from_secs(5);
-                    c.tcp = TcpConfig {
-                        nodelay: Some(true),
-                        keepalive: Some(
-                            fred::socket2::TcpKeepalive::new()
-                                .with_time(Duration::from_secs(30))
-                                .with_interval(Duration::from_secs(10)),
-                        ),
-                        ..TcpConfig::default()
-                    };
-                })
-                .with_performance_config(|p| {
-                    p.default_command_timeout = Duration::from_secs(5);
-                    if subscriber {
-                        // The read loop drains promptly; this absorbs bursts.
-                        p.broadcast_channel_capacity = 16_384;
-                    }
-                })
-                // Linear backoff: 100 ms more per attempt, capped at 5 s, forever.
-                .set_policy(ReconnectPolicy::new_linear(0, 5_000, 100));
-            builder
-        };
+        let build = |subscriber: bool| link::builder(redis_config.clone(), subscriber, 5_000);
         let publisher = build(false)
             .build()
             .map_err(|e| RedisError::Config(e.to_string()))?;
         let subscriber = build(true)
             .build_subscriber_client()
             .map_err(|e| RedisError::Config(e.to_string()))?;
-        let (outgoing, queue) = mpsc::channel(config.publish_queue.max(1));
+        let stats = Arc::new(RedisStats::default());
+        let outgoing = link::spawn_publisher(
+            publisher.clone(),
+            config.publish_queue,
+            link::PublishCommand::Publish,
+            stats.clone(),
+        );
         let cluster = Arc::new(RedisCluster {
             uid: random_id(12),
             config,
@@ -150,18 +127,13 @@ impl RedisCluster {
             subscriber,
             outgoing,
             adapters: DashMap::new(),
-            stats: RedisStats::default(),
+            stats,
             up: AtomicBool::new(false),
         });
         cluster.publisher.connect();
         cluster.subscriber.connect();
         // A spawned task: resubscribes after every reconnection.
         drop(cluster.subscriber.manage_subscriptions());
-        tokio::spawn(publish_loop(
-            cluster.publisher.clone(),
-            queue,
-            Arc::downgrade(&cluster),
-        ));
         tokio::spawn(subscribe_loop(
             cluster.subscriber.message_rx(),
             Arc::downgrade(&cluster),
@@ -207,15 +179,7 @@ impl RedisCluster {
 
     /// Waits until both connections are up (or the timeout passes).
     pub async fn wait_until_up(&self, timeout: Duration) -> bool {
-        let connected = async {
-            let _ = self.publisher.wait_for_connect().await;
-            let _ = self.subscriber.wait_for_connect().await;
-        };
-        let up = tokio::time::timeout(timeout, connected).await.is_ok();
-        if up {
-            self.up.store(true, Ordering::Release);
-        }
-        up
+        link::wait_connected(&self.publisher, &self.subscriber, &self.up, timeout).await
     }
 
     /// Leaves the cluster: unsubscribes everything and closes both connections.
@@ -229,26 +193,9 @@ impl RedisCluster {
         self.up.store(false, Ordering::Release);
     }
 
-    /// Queues a message for publishing; never waits. Dropped and counted when the queue is
-    /// full or Redis is down.
+    /// Queues a message for publishing; never waits (see [`link::enqueue`]).
     fn publish(&self, channel: String, payload: Vec<u8>) {
-        if !self.is_up() {
-            self.stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if self
-            .outgoing
-            .try_send((channel, Bytes::from(payload)))
-            .is_err()
-        {
-            let dropped = self.stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
-            if dropped.is_power_of_two() {
-                tracing::warn!(
-                    dropped = dropped + 1,
-                    "Redis publish queue full: dropping messages"
-                );
-            }
-        }
+        link::enqueue(&self.outgoing, &self.up, &self.stats, channel, payload);
     }
 
     /// `PUBSUB NUMSUB` of a channel: how many nodes subscribe to it.
@@ -266,64 +213,19 @@ impl RedisCluster {
     }
 }
 
-/// Publishes queued messages in pipelined batches, in queue order.
-async fn publish_loop(
-    publisher: Client,
-    mut queue: mpsc::Receiver<(String, Bytes)>,
-    cluster: Weak<RedisCluster>,
-) {
-    const MAX_BATCH: usize = 512;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
-        let count = batch.len() as u64;
-        let pipeline = publisher.pipeline();
-        for (channel, payload) in batch.drain(..) {
-            let _: Result<(), _> = pipeline.publish(channel, payload).await;
-        }
-        let results = pipeline.try_all::<fred::prelude::Value>().await;
-        let failed = results.iter().filter(|result| result.is_err()).count() as u64;
-        cluster
-            .stats
-            .published
-            .fetch_add(count - failed, Ordering::Relaxed);
-        if failed > 0 {
-            cluster
-                .stats
-                .publish_dropped
-                .fetch_add(failed, Ordering::Relaxed);
-            tracing::warn!(failed, "Redis publish failed");
-        }
-    }
-}
-
 /// Hands every message from Redis to its namespace's adapter. Never waits on clients:
 /// deliveries only queue bytes.
 async fn subscribe_loop(
     mut messages: broadcast::Receiver<fred::types::Message>,
     cluster: Weak<RedisCluster>,
 ) {
-    loop {
-        let message = match messages.recv().await {
-            Ok(message) => message,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                if let Some(cluster) = cluster.upgrade() {
-                    cluster
-                        .stats
-                        .received_lagged
-                        .fetch_add(missed, Ordering::Relaxed);
-                }
-                tracing::warn!(missed, "Redis subscriber fell behind: messages lost");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
+    let Some(stats) = cluster.upgrade().map(|cluster| cluster.stats.clone()) else {
+        return;
+    };
+    while let Some(message) = link::next_message(&mut messages, &stats).await {
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        cluster.stats.received.fetch_add(1, Ordering::Relaxed);
         let Some(payload) = message.value.as_bytes() else {
             cluster
                 .stats
@@ -393,14 +295,11 @@ async fn watch_connection(
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        let up = subscriber.is_connected() && publisher.is_connected();
-        if cluster.up.swap(up, Ordering::AcqRel) != up {
-            if up {
-                tracing::info!("Redis is up: cluster traffic resumes");
-            } else {
-                tracing::warn!("Redis is down: serving local clients only");
-            }
-        }
+        link::track_up(
+            &cluster.up,
+            subscriber.is_connected() && publisher.is_connected(),
+            "Redis",
+        );
     }
 }
 

@@ -119,3 +119,55 @@ pub(super) fn args_of(packet: &Packet) -> &[Value] {
         _ => &[],
     }
 }
+
+/// The local half of [`crate::adapter::Adapter`]: socket and room bookkeeping, delegated to
+/// the adapter's `local` [`MemoryAdapter`] (the cluster adds nothing to it).
+macro_rules! delegate_local_rooms {
+    () => {
+        fn add_socket(&self, recipient: std::sync::Arc<dyn crate::adapter::Recipient>) {
+            self.local.add_socket(recipient);
+        }
+
+        fn remove_socket(&self, sid: crate::engine::Sid) {
+            self.local.remove_socket(sid);
+        }
+
+        fn join(&self, sid: crate::engine::Sid, rooms: &[crate::adapter::Room]) {
+            self.local.join(sid, rooms);
+        }
+
+        fn leave(&self, sid: crate::engine::Sid, room: &str) {
+            self.local.leave(sid, room);
+        }
+
+        fn socket_rooms(&self, sid: crate::engine::Sid) -> Vec<crate::adapter::Room> {
+            self.local.socket_rooms(sid)
+        }
+
+        fn sockets(&self, target: &crate::adapter::Target) -> Vec<crate::engine::Sid> {
+            self.local.sockets(target)
+        }
+
+        fn rooms(&self) -> Vec<crate::adapter::Room> {
+            self.local.rooms()
+        }
+    };
+}
+pub(super) use delegate_local_rooms;
+
+/// After this node published a broadcast with ack: tells its collector how many other nodes
+/// will report (`servers` counts this one too), then forgets the request when its timeout
+/// has passed.
+pub(super) fn follow_ack_broadcast(
+    servers: impl std::future::Future<Output = usize> + Send + 'static,
+    events: mpsc::UnboundedSender<AckEvent>,
+    timeout: Duration,
+    forget: impl FnOnce() + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let servers = servers.await;
+        let _ = events.send(AckEvent::RemoteServers(servers.saturating_sub(1)));
+        tokio::time::sleep(timeout).await;
+        forget();
+    });
+}

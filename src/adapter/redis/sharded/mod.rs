@@ -24,18 +24,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use fred::prelude::{
-    Builder, Client, ClientLike, ClusterInterface, Config, EventInterface, PubsubInterface,
-    ReconnectPolicy, ServerConfig, TcpConfig,
+    Client, ClientLike, ClusterInterface, Config, EventInterface, PubsubInterface, ServerConfig,
 };
 use futures_util::StreamExt as _;
 use tokio::sync::{broadcast, mpsc};
 
 pub use adapter::ShardedAdapter;
 
-use super::{RedisError, RedisStats};
+use super::{RedisError, RedisStats, link};
 use crate::adapter::{Adapter, AdapterContext, AdapterError, AdapterFactory};
 
 /// Which channels a node subscribes to, and where single-room broadcasts are published
@@ -131,10 +129,10 @@ pub struct ShardedCluster {
     uid: String,
     publisher: Client,
     subscriber: Client,
-    outgoing: mpsc::Sender<(String, Bytes)>,
+    outgoing: mpsc::Sender<link::Outgoing>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     adapters: DashMap<String, Weak<ShardedAdapter>>,
-    stats: RedisStats,
+    stats: Arc<RedisStats>,
     up: AtomicBool,
     /// Channels wanted but not (yet) subscribed, for the logs and `/ready`.
     subscribe_failures: AtomicU64,
@@ -154,36 +152,21 @@ impl ShardedCluster {
     /// it is unreachable).
     pub fn connect(config: ShardedConfig) -> Result<Arc<Self>, RedisError> {
         let redis_config = cluster_config(&config.urls)?;
+        // A failed master is replaced after the cluster's node timeout: retry quickly.
         let build = |subscriber: bool| {
-            let mut builder = Builder::from_config(redis_config.clone());
-            builder
-                .with_config(|c| c.fail_fast = false)
-                .with_connection_config(|c| {
-                    c.connection_timeout = Duration::from_secs(5);
-                    c.max_redirections = 16;
-                    c.tcp = TcpConfig {
-                        nodelay: Some(true),
-                        keepalive: Some(
-                            fred::socket2::TcpKeepalive::new()
-                                .with_time(Duration::from_secs(30))
-                                .with_interval(Duration::from_secs(10)),
-                        ),
-                        ..TcpConfig::default()
-                    };
-                })
-                .with_performance_config(|p| {
-                    p.default_command_timeout = Duration::from_secs(5);
-                    if subscriber {
-                        p.broadcast_channel_capacity = 16_384;
-                    }
-                })
-                // A failed master is replaced after the cluster's node timeout: retry quickly.
-                .set_policy(ReconnectPolicy::new_linear(0, 2_000, 100));
-            builder.build()
+            link::builder(redis_config.clone(), subscriber, 2_000)
+                .build()
+                .map_err(|e| RedisError::Config(e.to_string()))
         };
-        let publisher = build(false).map_err(|e| RedisError::Config(e.to_string()))?;
-        let subscriber = build(true).map_err(|e| RedisError::Config(e.to_string()))?;
-        let (outgoing, queue) = mpsc::channel(config.publish_queue.max(1));
+        let publisher = build(false)?;
+        let subscriber = build(true)?;
+        let stats = Arc::new(RedisStats::default());
+        let outgoing = link::spawn_publisher(
+            publisher.clone(),
+            config.publish_queue,
+            link::PublishCommand::SPublish,
+            stats.clone(),
+        );
         let (subscriptions, changes) = mpsc::unbounded_channel();
         let cluster = Arc::new(ShardedCluster {
             uid: hex_id(),
@@ -193,14 +176,13 @@ impl ShardedCluster {
             outgoing,
             subscriptions,
             adapters: DashMap::new(),
-            stats: RedisStats::default(),
+            stats,
             up: AtomicBool::new(false),
             subscribe_failures: AtomicU64::new(0),
         });
         cluster.publisher.connect();
         cluster.subscriber.connect();
         let weak = Arc::downgrade(&cluster);
-        tokio::spawn(publish_loop(cluster.publisher.clone(), queue, weak.clone()));
         tokio::spawn(subscribe_loop(
             cluster.subscriber.message_rx(),
             weak.clone(),
@@ -251,15 +233,7 @@ impl ShardedCluster {
 
     /// Waits until both clients are connected (or the timeout passes).
     pub async fn wait_until_up(&self, timeout: Duration) -> bool {
-        let connected = async {
-            let _ = self.publisher.wait_for_connect().await;
-            let _ = self.subscriber.wait_for_connect().await;
-        };
-        let up = tokio::time::timeout(timeout, connected).await.is_ok();
-        if up {
-            self.up.store(true, Ordering::Release);
-        }
-        up
+        link::wait_connected(&self.publisher, &self.subscriber, &self.up, timeout).await
     }
 
     /// Leaves the cluster: closing the connections drops every subscription (Node sends
@@ -273,26 +247,9 @@ impl ShardedCluster {
         self.up.store(false, Ordering::Release);
     }
 
-    /// Queues a message for `SPUBLISH`; never waits. Dropped and counted when the queue is
-    /// full or the cluster is down.
+    /// Queues a message for `SPUBLISH`; never waits (see [`link::enqueue`]).
     fn publish(&self, channel: String, payload: Vec<u8>) {
-        if !self.is_up() {
-            self.stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if self
-            .outgoing
-            .try_send((channel, Bytes::from(payload)))
-            .is_err()
-        {
-            let dropped = self.stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
-            if dropped.is_power_of_two() {
-                tracing::warn!(
-                    dropped = dropped + 1,
-                    "Redis publish queue full: dropping messages"
-                );
-            }
-        }
+        link::enqueue(&self.outgoing, &self.up, &self.stats, channel, payload);
     }
 
     fn want(&self, change: Subscription) {
@@ -351,65 +308,18 @@ fn cluster_config(urls: &[String]) -> Result<Config, RedisError> {
     Ok(config)
 }
 
-/// `SPUBLISH`es queued messages in pipelined batches, in queue order per slot.
-async fn publish_loop(
-    publisher: Client,
-    mut queue: mpsc::Receiver<(String, Bytes)>,
-    cluster: Weak<ShardedCluster>,
-) {
-    const MAX_BATCH: usize = 512;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
-        let count = batch.len() as u64;
-        let pipeline = publisher.pipeline();
-        for (channel, payload) in batch.drain(..) {
-            let _: Result<(), _> = pipeline.spublish(channel, payload).await;
-        }
-        let results = pipeline.try_all::<fred::prelude::Value>().await;
-        let failed = results.iter().filter(|result| result.is_err()).count() as u64;
-        cluster
-            .stats
-            .published
-            .fetch_add(count - failed, Ordering::Relaxed);
-        if failed > 0 {
-            cluster
-                .stats
-                .publish_dropped
-                .fetch_add(failed, Ordering::Relaxed);
-            if let Some(Err(error)) = results.iter().find(|result| result.is_err()) {
-                tracing::warn!(failed, %error, "Redis SPUBLISH failed");
-            }
-        }
-    }
-}
-
 /// Hands every sharded message to its namespace's adapter; never waits on clients.
 async fn subscribe_loop(
     mut messages: broadcast::Receiver<fred::types::Message>,
     cluster: Weak<ShardedCluster>,
 ) {
-    loop {
-        let message = match messages.recv().await {
-            Ok(message) => message,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                if let Some(cluster) = cluster.upgrade() {
-                    cluster
-                        .stats
-                        .received_lagged
-                        .fetch_add(missed, Ordering::Relaxed);
-                }
-                tracing::warn!(missed, "Redis subscriber fell behind: messages lost");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
+    let Some(stats) = cluster.upgrade().map(|cluster| cluster.stats.clone()) else {
+        return;
+    };
+    while let Some(message) = link::next_message(&mut messages, &stats).await {
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        cluster.stats.received.fetch_add(1, Ordering::Relaxed);
         let channel: &str = &message.channel;
         let Some((nsp, tail)) = wire::parse_channel(&cluster.config.key_prefix, channel) else {
             continue;
@@ -566,14 +476,11 @@ async fn watch_cluster(subscriber: Client, publisher: Client, cluster: Weak<Shar
         if renew {
             cluster.want(Subscription::Renew);
         }
-        let up = subscriber.is_connected() && publisher.is_connected();
-        if cluster.up.swap(up, Ordering::AcqRel) != up {
-            if up {
-                tracing::info!("Redis Cluster is up: cluster traffic resumes");
-            } else {
-                tracing::warn!("Redis Cluster is down: serving local clients only");
-            }
-        }
+        link::track_up(
+            &cluster.up,
+            subscriber.is_connected() && publisher.is_connected(),
+            "Redis Cluster",
+        );
     }
 }
 
