@@ -83,6 +83,10 @@ pub(crate) fn accept_fresh<H: EngineHandler>(
         return bad_upgrade();
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
+    // The open packet is written right after the upgrade: the 101 goes with it.
+    if let Some(deferred) = request.extensions().get::<crate::http::DeferredHead>() {
+        deferred.arm();
+    }
     let session = engine.open_session(&request, remote_addr, TransportKind::WebSocket);
     drop(request);
     tokio::spawn(async move {
