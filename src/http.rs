@@ -297,7 +297,12 @@ impl<I: AsyncWrite + Unpin> Watched<I> {
         let len = data.iter().map(|slice| slice.len()).sum();
         if self.holding {
             self.holding = false;
-        } else if self.held.is_empty() && self.state.defer_head.swap(false, Ordering::Relaxed) {
+        } else if self.held.is_empty()
+            // A plain load first: every frame after an upgrade passes here, the flag is
+            // almost never set, and a swap would be a locked instruction per write.
+            && self.state.defer_head.load(Ordering::Relaxed)
+            && self.state.defer_head.swap(false, Ordering::Relaxed)
+        {
             self.holding = true;
         } else {
             return None;
