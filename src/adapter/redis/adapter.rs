@@ -11,7 +11,7 @@ use fred::prelude::PubsubInterface;
 use tokio::sync::mpsc;
 
 use super::wire::{self, Channels, Request, Response, WireError};
-use super::{RedisCluster, random_id, shared};
+use super::{RedisCluster, hex_id, shared};
 use crate::adapter::{
     AckEvent, AckRoute, Adapter, AdapterContext, AdapterError, BoxFuture, Broadcast,
     BroadcastFlags, MemoryAdapter, Room, ServerEventHook, SocketInfo, Target,
@@ -298,7 +298,7 @@ impl RedisAdapter {
         if expected == 0 {
             return Ok(Vec::new());
         }
-        let request_id = random_id(12);
+        let request_id = hex_id();
         let (sender, mut receiver) = mpsc::unbounded_channel();
         // Registered before publishing: the request coming back to this node is skipped.
         self.pending.insert(request_id.clone(), sender);
@@ -371,7 +371,7 @@ impl Adapter for RedisAdapter {
         if flags.local {
             return self.local.broadcast_with_ack(message, target, flags, route);
         }
-        let request_id = random_id(12);
+        let request_id = hex_id();
         self.pending_acks
             .insert(request_id.clone(), route.events.clone());
         self.publish_request(&Request::BroadcastWithAck {

@@ -121,7 +121,7 @@ impl RedisCluster {
             stats.clone(),
         );
         let cluster = Arc::new(RedisCluster {
-            uid: random_id(12),
+            uid: hex_id(),
             config,
             publisher,
             subscriber,
@@ -303,13 +303,11 @@ async fn watch_connection(
     }
 }
 
-/// A random id of url-safe characters (node uids and request ids).
-fn random_id(len: usize) -> String {
-    use base64::Engine as _;
-    let raw: [u8; 16] = rand::random();
-    let mut id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-    id.truncate(len);
-    id
+/// 16 lower-case hex digits: node uids and request ids of both adapters, as Node's
+/// adapters make them.
+fn hex_id() -> String {
+    let raw: [u8; 8] = rand::random();
+    raw.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// A node's link to Redis: the classic adapter on one Redis server, or the sharded adapter

@@ -9,8 +9,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
+use super::super::hex_id;
 use super::wire::{self, Envelope, Flags, Message, ShardedChannels};
-use super::{ShardedCluster, Subscription, SubscriptionMode, hex_id};
+use super::{ShardedCluster, Subscription, SubscriptionMode};
 use crate::adapter::redis::shared;
 use crate::adapter::redis::wire::WireError;
 use crate::adapter::{

@@ -33,7 +33,7 @@ use tokio::sync::{broadcast, mpsc};
 
 pub use adapter::ShardedAdapter;
 
-use super::{RedisError, RedisStats, link};
+use super::{RedisError, RedisStats, hex_id, link};
 use crate::adapter::{Adapter, AdapterContext, AdapterError, AdapterFactory};
 
 /// Which channels a node subscribes to, and where single-room broadcasts are published
@@ -499,12 +499,6 @@ fn slot_owners(client: &Client) -> Vec<(u16, u16, String)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// 16 lower-case hex digits (node uids and request ids, as Node's adapters make them).
-fn hex_id() -> String {
-    let raw: [u8; 8] = rand::random();
-    raw.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]

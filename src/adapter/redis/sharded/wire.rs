@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use super::super::wire::{
     WireError, args_to_msgpack, decode_any, encode_msgpack, field, json_to_msgpack,
-    msgpack_to_payload, rooms_from, rooms_to_msgpack, socket_info, str_field, take_field,
-    target_from,
+    msgpack_to_payload, msgpack_to_plain_json, rooms_from, rooms_to_msgpack, socket_info,
+    str_field, take_field, target_from,
 };
 use crate::adapter::{Room, SocketInfo, Target};
 use crate::socket::Payload;
@@ -359,7 +359,7 @@ pub fn encode(uid: &str, nsp: &str, message: &Message) -> Vec<u8> {
     if has_binary(&envelope) {
         encode_msgpack(&envelope)
     } else {
-        serde_json::to_vec(&plain_json(envelope)).unwrap_or_default()
+        serde_json::to_vec(&msgpack_to_plain_json(envelope)).unwrap_or_default()
     }
 }
 
@@ -459,35 +459,6 @@ fn has_binary(value: &Mp) -> bool {
         Mp::Array(items) => items.iter().any(has_binary),
         Mp::Map(entries) => entries.iter().any(|(_, value)| has_binary(value)),
         _ => false,
-    }
-}
-
-/// JSON of a msgpack value without binary, keys in order.
-fn plain_json(value: Mp) -> Value {
-    match value {
-        Mp::Nil => Value::Null,
-        Mp::Boolean(b) => Value::Bool(b),
-        Mp::Integer(i) => match (i.as_u64(), i.as_i64()) {
-            (Some(u), _) => Value::from(u),
-            (None, Some(s)) => Value::from(s),
-            _ => Value::Null,
-        },
-        Mp::F32(f) => serde_json::Number::from_f64(f64::from(f)).map_or(Value::Null, Value::Number),
-        Mp::F64(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
-        Mp::String(s) => Value::String(s.into_str().unwrap_or_default()),
-        Mp::Array(items) => Value::Array(items.into_iter().map(plain_json).collect()),
-        Mp::Map(entries) => Value::Object(
-            entries
-                .into_iter()
-                .map(|(key, value)| {
-                    (
-                        key.as_str().unwrap_or_default().to_owned(),
-                        plain_json(value),
-                    )
-                })
-                .collect(),
-        ),
-        Mp::Binary(_) | Mp::Ext(..) => Value::Null,
     }
 }
 
