@@ -159,13 +159,14 @@ pub(super) use delegate_local_rooms;
 /// will report (`servers` counts this one too), then forgets the request when its timeout
 /// has passed.
 pub(super) fn follow_ack_broadcast(
-    servers: impl std::future::Future<Output = usize> + Send + 'static,
+    servers: crate::adapter::BoxFuture<Result<usize, crate::adapter::AdapterError>>,
     events: mpsc::UnboundedSender<AckEvent>,
     timeout: Duration,
     forget: impl FnOnce() + Send + 'static,
 ) {
     tokio::spawn(async move {
-        let servers = servers.await;
+        // Unknown (Redis down): expect no other node rather than wait out the timeout.
+        let servers = servers.await.unwrap_or(1);
         let _ = events.send(AckEvent::RemoteServers(servers.saturating_sub(1)));
         tokio::time::sleep(timeout).await;
         forget();

@@ -387,19 +387,7 @@ impl Adapter for ShardedAdapter {
         let delivered = self
             .local
             .deliver(&message.frames, target, flags.volatile, Some(&route));
-        let servers = {
-            let this = self.this.clone();
-            async move {
-                match this.upgrade() {
-                    Some(adapter) => adapter
-                        .cluster
-                        .shard_numsub(&adapter.channels.main)
-                        .await
-                        .unwrap_or(1),
-                    None => 1,
-                }
-            }
-        };
+        let servers = self.server_count();
         let this = self.this.clone();
         shared::follow_ack_broadcast(servers, route.events, route.timeout, move || {
             if let Some(adapter) = this.upgrade() {
