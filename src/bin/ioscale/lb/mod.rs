@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::config::{BalancerOptions, Sticky};
 use backends::{Backend, Chooser, by_ip};
@@ -58,9 +58,13 @@ impl Balancer {
     pub fn new(backends: Vec<String>, options: BalancerOptions, tls: bool) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_connect_timeout(Some(Duration::from_millis(options.connect_timeout)));
+        // Idle connections must close before the nodes' header timeout does: the node counts
+        // a connection that never carried a request (the pool opens spare ones when requests
+        // race) as a slowloris. Without a timer the pool evicts only when it is next used.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_millis(options.pool_idle_timeout))
             .build(connector);
         Arc::new(Balancer {
             backends: backends.into_iter().map(Backend::new).collect(),
@@ -460,25 +464,33 @@ fn upstream_request(
 }
 
 async fn health_checks(balancer: std::sync::Weak<Balancer>) {
-    let client: Client<HttpConnector, ProxyBody> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    // A connection per check: none idles on a node (its header timeout would close it) and
+    // each check also proves that the node accepts.
+    let client: Client<HttpConnector, ProxyBody> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(HttpConnector::new());
     loop {
         let Some(this) = balancer.upgrade() else {
             return;
         };
         let interval = Duration::from_millis(this.options.health_interval);
-        for backend in &this.backends {
+        // All nodes at once: a hung node must not delay the verdict on the others.
+        let checks = this.backends.iter().map(|backend| {
+            let client = &client;
             let uri = format!("http://{}{}", backend.address, this.options.health_path);
-            let healthy = match Request::get(uri).body(empty()) {
-                Ok(request) => matches!(
-                    tokio::time::timeout(Duration::from_secs(1), client.request(request)).await,
-                    // 404: the node has no health endpoint; it answers, so it is up.
-                    Ok(Ok(response)) if response.status().is_success() || response.status() == StatusCode::NOT_FOUND
-                ),
-                Err(_) => false,
-            };
-            backend.set_healthy(healthy);
-        }
+            async move {
+                let healthy = match Request::get(uri).body(empty()) {
+                    Ok(request) => matches!(
+                        tokio::time::timeout(Duration::from_secs(1), client.request(request)).await,
+                        // 404: the node has no health endpoint; it answers, so it is up.
+                        Ok(Ok(response)) if response.status().is_success() || response.status() == StatusCode::NOT_FOUND
+                    ),
+                    Err(_) => false,
+                };
+                backend.set_healthy(healthy);
+            }
+        });
+        futures_util::future::join_all(checks).await;
         drop(this);
         tokio::time::sleep(interval).await;
     }
