@@ -194,28 +194,47 @@ impl Balancer {
                         upstream
                     },
                 );
-            match upstream.map(|upstream| self.client.request(upstream)) {
-                Ok(pending) => match pending.await {
-                    Ok(response) => break (index, response),
-                    Err(error) => {
-                        tracing::warn!(backend = %backend.address, %error, "node request failed");
-                        backend.record_failure(
-                            self.options.max_fails,
-                            Duration::from_secs(self.options.fail_timeout),
-                        );
-                    }
-                },
+            let pending = match upstream {
+                Ok(upstream) => self.client.request(upstream),
                 Err(error) => {
                     tracing::warn!(%error, "cannot build the upstream request");
                     return status(StatusCode::BAD_REQUEST);
                 }
+            };
+            // A frozen node accepts connections and never answers: the request ends when the
+            // node is marked down (by a health check or another request's failure) or at the
+            // response timeout, which counts as a failure (nginx's proxy_read_timeout).
+            let timeout = Duration::from_millis(self.options.response_timeout);
+            let failed = tokio::select! {
+                answer = pending => match answer {
+                    Ok(response) => break (index, response),
+                    Err(error) => {
+                        tracing::warn!(backend = %backend.address, %error, "node request failed");
+                        StatusCode::BAD_GATEWAY
+                    }
+                },
+                () = backend.down() => {
+                    tracing::debug!(backend = %backend.address, "node marked down during a request");
+                    StatusCode::BAD_GATEWAY
+                }
+                () = tokio::time::sleep(timeout) => {
+                    tracing::warn!(backend = %backend.address, ?timeout, "node did not answer in time");
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+            };
+            // Down already: counting it again would only extend its skip.
+            if backend.available() {
+                backend.record_failure(
+                    self.options.max_fails,
+                    Duration::from_secs(self.options.fail_timeout),
+                );
             }
             if let Some(sid) = &sid {
                 self.forget(sid);
                 return self.unknown_sid();
             }
             if !retryable {
-                return status(StatusCode::BAD_GATEWAY);
+                return status(failed);
             }
         };
         if closes && let Some(sid) = &sid {
