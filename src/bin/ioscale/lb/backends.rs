@@ -205,6 +205,25 @@ mod tests {
         assert!(nodes[0].available());
     }
 
+    #[tokio::test]
+    async fn waiting_requests_wake_when_the_node_is_marked_down() {
+        let nodes = backends(2);
+        let wake = Duration::from_millis(200);
+        // Armed before the change: a health check failure wakes it.
+        let waiting = nodes[0].down();
+        nodes[0].set_healthy(false);
+        assert!(tokio::time::timeout(wake, waiting).await.is_ok());
+        // Already down: at once.
+        assert!(tokio::time::timeout(wake, nodes[0].down()).await.is_ok());
+        // Passive health: only the failure that marks the node down wakes it.
+        let waiting = nodes[1].down();
+        tokio::pin!(waiting);
+        nodes[1].record_failure(2, Duration::from_secs(60));
+        assert!(tokio::time::timeout(wake, &mut waiting).await.is_err());
+        nodes[1].record_failure(2, Duration::from_secs(60));
+        assert!(tokio::time::timeout(wake, &mut waiting).await.is_ok());
+    }
+
     #[test]
     fn ip_hash_is_stable_and_walks_past_down_nodes() {
         let nodes = backends(3);
