@@ -175,3 +175,14 @@ test("ioscale lb: a handshake routed to a frozen node is retried on a healthy on
   assert.deepEqual([...new Set(skipped)], [victim.address], lb.output());
   for (const c of opened) assert.deepEqual(c.disconnects, [], c.describe());
 });
+
+test("ioscale lb warns when the nodes' ping interval leaves long-polls no time within --response-timeout", { timeout: 20000 }, async (t) => {
+  const h = harness(t);
+  const node = await startNode(h, { serverId: "node-a", args: ["--ping-interval", "25000"] });
+  const lb = await startLb(h, [node.address], ["--response-timeout", "20000"]);
+  await openClient(h, lb.url, "polling", {}, "polling");
+  await openClient(h, lb.url, "polling", {}, "polling again");
+  await waitUntil(() => /ping interval leaves idle long-polls no time/.test(lb.output()), { timeoutMs: 5000, label: "the warning" });
+  assert.equal(lb.output().match(/ping interval leaves idle long-polls no time/g).length, 1, "warned once");
+  assert.match(lb.output(), /ping_interval=25000 response_timeout=20000/);
+});

@@ -13,7 +13,7 @@ mod sessions;
 use std::error::Error;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,6 +44,7 @@ pub struct Balancer {
     client: Client<HttpConnector, ProxyBody>,
     /// `X-Forwarded-Proto` of every request: `https` when this balancer terminates TLS.
     forwarded_proto: HeaderValue,
+    warned_ping_interval: AtomicBool,
 }
 
 /// Where a request goes.
@@ -76,6 +77,7 @@ impl Balancer {
             options,
             client,
             forwarded_proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            warned_ping_interval: AtomicBool::new(false),
         })
     }
 
@@ -287,6 +289,7 @@ impl Balancer {
                 return status(StatusCode::BAD_GATEWAY);
             }
         };
+        self.check_ping_interval(&body);
         match balance::handshake_sid(&body) {
             Some(sid) => {
                 if self.sessions.insert(sid.to_owned(), index) {
@@ -312,6 +315,23 @@ impl Balancer {
         }
         parts.headers.remove(header::CONTENT_LENGTH);
         Response::from_parts(parts, full(body))
+    }
+
+    /// Warns once when the nodes hold a long-poll longer than the response timeout allows:
+    /// every idle poll would time out and mark a healthy node down.
+    fn check_ping_interval(&self, handshake: &[u8]) {
+        let Some(interval) = balance::handshake_ping_interval(handshake) else {
+            return;
+        };
+        if interval.saturating_add(1000) > self.options.response_timeout
+            && !self.warned_ping_interval.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                ping_interval = interval,
+                response_timeout = self.options.response_timeout,
+                "the nodes' ping interval leaves idle long-polls no time within --response-timeout: raise it"
+            );
+        }
     }
 
     /// Copies bytes both ways between the client and the node until either side closes.
