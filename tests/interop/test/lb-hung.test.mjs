@@ -68,6 +68,14 @@ test("ioscale lb: a frozen node's polling clients get 'Session ID unknown' as so
 
   const moves = new Map(orphans.map((c) => [c, movedTo(c, survivors, Date.now(), 20000)]));
   const ice = freeze(h, victim);
+  // New sessions before the health check notices (it needs its 1 s timeout): by least-connection
+  // the victim gets one of the first two; that handshake is retried once the node is marked down.
+  const newcomers = Promise.all(
+    ["polling", "polling", "websocket"].map(async (mode, i) => {
+      const c = await openClient(h, lb.url, mode, {}, `newcomer ${mode} #${i}`);
+      return { c, took: Date.now() - ice.at };
+    }),
+  );
   const pollingTimes = await Promise.all(pollingOrphans.map((c) => moves.get(c)));
   const wsTimes = await Promise.all(wsOrphans.map((c) => moves.get(c)));
   t.diagnostic(`moved after the freeze (ms): polling ${JSON.stringify(pollingTimes)}, websocket ${JSON.stringify(wsTimes)}`);
@@ -77,6 +85,14 @@ test("ioscale lb: a frozen node's polling clients get 'Session ID unknown' as so
   }
   // WebSocket tunnels are left to the client's heartbeat (5 s + 5 s here).
   for (const c of wsOrphans) assert.deepEqual(c.disconnects, ["ping timeout"], c.describe());
+  const arrived = await newcomers;
+  t.diagnostic(`sessions opened right after the freeze connected after ${JSON.stringify(arrived.map((a) => a.took))} ms`);
+  for (const { c, took } of arrived) {
+    assert.ok(survivors.includes(c.serverId()) && c.errors.length === 0, c.describe());
+    assert.ok(took < 4000, `${c.label} connected after ${took} ms`);
+  }
+  // The one routed to the frozen node waited for the health check's verdict (its 1 s timeout).
+  assert.ok(arrived.some(({ took }) => took >= 1000), "a handshake was routed to the frozen node, then retried");
 
   // Every client is on a surviving node: the rest of the broadcast reaches all of them.
   await new Promise((resolve) => setTimeout(resolve, 300));
