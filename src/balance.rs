@@ -73,6 +73,18 @@ pub fn handshake_sid(body: &[u8]) -> Option<&str> {
     Some(&text[start..end])
 }
 
+/// The `pingInterval` (ms) of a node's answer to a polling handshake, an open packet.
+pub fn handshake_ping_interval(body: &[u8]) -> Option<u64> {
+    const KEY: &str = "\"pingInterval\":";
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find(KEY)? + KEY.len();
+    let digits = text[start..].trim_start();
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
 /// The `X-Forwarded-For` to send on: the addresses the client's request already lists (all
 /// its `X-Forwarded-For` lines, joined as the header's list syntax allows), then `remote`.
 /// Lines that are not visible ASCII are dropped.
@@ -121,6 +133,17 @@ mod tests {
         assert_eq!(handshake_sid(b"0{}"), None);
         assert_eq!(handshake_sid(br#"0{"sid":"unterminated"#), None);
         assert_eq!(handshake_sid(b"\xff"), None);
+        assert_eq!(handshake_ping_interval(body), Some(25000));
+        assert_eq!(
+            handshake_ping_interval(br#"0{"pingInterval": 300}"#),
+            Some(300)
+        );
+        assert_eq!(handshake_ping_interval(br#"0{"pingInterval":"x"}"#), None);
+        assert_eq!(
+            handshake_ping_interval(br#"0{"pingInterval":99999999999999999999999}"#),
+            None
+        );
+        assert_eq!(handshake_ping_interval(b"0{}"), None);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use http::Uri;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ioscale::balance::{
-    content_length_at_most, cookie_node, forwarded_for, handshake_sid, is_close_payload,
-    is_websocket_upgrade, session_id, upstream_uri,
+    content_length_at_most, cookie_node, forwarded_for, handshake_ping_interval, handshake_sid,
+    is_close_payload, is_websocket_upgrade, session_id, upstream_uri,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -100,5 +100,9 @@ fn check_answer(body: &[u8]) {
         assert!(!sid.contains('"'));
         let text = std::str::from_utf8(body).expect("a sid comes from UTF-8");
         assert!(text.contains(&format!("\"sid\":\"{sid}\"")));
+    }
+    if let Some(interval) = handshake_ping_interval(body) {
+        let text = std::str::from_utf8(body).expect("an interval comes from UTF-8");
+        assert!(text.contains(&interval.to_string()));
     }
 }

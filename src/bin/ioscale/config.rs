@@ -88,6 +88,18 @@ pub struct BalancerOptions {
     /// Name of the balancer's stickiness cookie (cookie mode).
     #[arg(long, env = "LB_COOKIE_NAME", default_value = "ioscale_node")]
     pub cookie_name: String,
+    /// Milliseconds a node has to answer a request; keep it above the nodes' ping interval (a
+    /// long-polling GET waits that long). Longer counts as a failure: a handshake is retried on
+    /// another node, a session's request gets "Session ID unknown". Default: 25 s + 20 s + 5 s.
+    #[arg(long, env = "LB_RESPONSE_TIMEOUT", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub response_timeout: u64,
+    /// Milliseconds to open a connection to a node.
+    #[arg(long, env = "LB_CONNECT_TIMEOUT", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+    /// Milliseconds an idle pooled connection to a node is kept; keep it under half the nodes'
+    /// --header-read-timeout, which closes idle connections (and counts never-used ones).
+    #[arg(long, env = "LB_POOL_IDLE_TIMEOUT", default_value_t = 4000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pool_idle_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use crate::config::Policy;
 
@@ -16,6 +17,8 @@ pub struct Backend {
     /// Sessions currently held (for least-connection).
     pub sessions: AtomicI64,
     pub requests: AtomicU64,
+    /// Bumped each time the node is marked down: requests waiting on it give up at once.
+    downs: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -33,6 +36,7 @@ impl Backend {
             failures: Mutex::new(Failures::default()),
             sessions: AtomicI64::new(0),
             requests: AtomicU64::new(0),
+            downs: watch::Sender::new(0),
         }
     }
 
@@ -55,6 +59,23 @@ impl Backend {
                 *self.failures.lock() = Failures::default();
             } else {
                 tracing::warn!(backend = %self.address, "node failed its health check");
+                self.downs.send_modify(|downs| *downs += 1);
+            }
+        }
+    }
+
+    /// Resolves when the node is marked down after this call, or at once if it is down now
+    /// (subscribed before the check, so a change in between is not missed).
+    pub fn down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut downs = self.downs.subscribe();
+        let already = !self.available();
+        async move {
+            if already {
+                return;
+            }
+            // The sender lives as long as the node; an error cannot happen, and is not "down".
+            if downs.changed().await.is_err() {
+                std::future::pending::<()>().await;
             }
         }
     }
@@ -77,6 +98,8 @@ impl Backend {
             failures.count = 0;
             failures.window_start = None;
             tracing::warn!(backend = %self.address, ?fail_timeout, "node unreachable: skipped");
+            drop(failures);
+            self.downs.send_modify(|downs| *downs += 1);
         }
     }
 }
@@ -180,6 +203,25 @@ mod tests {
         nodes[0].set_healthy(false);
         nodes[0].set_healthy(true);
         assert!(nodes[0].available());
+    }
+
+    #[tokio::test]
+    async fn waiting_requests_wake_when_the_node_is_marked_down() {
+        let nodes = backends(2);
+        let wake = Duration::from_millis(200);
+        // Armed before the change: a health check failure wakes it.
+        let waiting = nodes[0].down();
+        nodes[0].set_healthy(false);
+        assert!(tokio::time::timeout(wake, waiting).await.is_ok());
+        // Already down: at once.
+        assert!(tokio::time::timeout(wake, nodes[0].down()).await.is_ok());
+        // Passive health: only the failure that marks the node down wakes it.
+        let waiting = nodes[1].down();
+        tokio::pin!(waiting);
+        nodes[1].record_failure(2, Duration::from_secs(60));
+        assert!(tokio::time::timeout(wake, &mut waiting).await.is_err());
+        nodes[1].record_failure(2, Duration::from_secs(60));
+        assert!(tokio::time::timeout(wake, &mut waiting).await.is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod sessions;
 use std::error::Error;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::config::{BalancerOptions, Sticky};
 use backends::{Backend, Chooser, by_ip};
@@ -44,6 +44,7 @@ pub struct Balancer {
     client: Client<HttpConnector, ProxyBody>,
     /// `X-Forwarded-Proto` of every request: `https` when this balancer terminates TLS.
     forwarded_proto: HeaderValue,
+    warned_ping_interval: AtomicBool,
 }
 
 /// Where a request goes.
@@ -58,9 +59,13 @@ impl Balancer {
     pub fn new(backends: Vec<String>, options: BalancerOptions, tls: bool) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_connect_timeout(Some(Duration::from_millis(options.connect_timeout)));
+        // Idle connections must close before the nodes' header timeout does: the node counts
+        // a connection that never carried a request (the pool opens spare ones when requests
+        // race) as a slowloris. Without a timer the pool evicts only when it is next used.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_millis(options.pool_idle_timeout))
             .build(connector);
         Arc::new(Balancer {
             backends: backends.into_iter().map(Backend::new).collect(),
@@ -72,6 +77,7 @@ impl Balancer {
             options,
             client,
             forwarded_proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            warned_ping_interval: AtomicBool::new(false),
         })
     }
 
@@ -190,28 +196,47 @@ impl Balancer {
                         upstream
                     },
                 );
-            match upstream.map(|upstream| self.client.request(upstream)) {
-                Ok(pending) => match pending.await {
-                    Ok(response) => break (index, response),
-                    Err(error) => {
-                        tracing::warn!(backend = %backend.address, %error, "node request failed");
-                        backend.record_failure(
-                            self.options.max_fails,
-                            Duration::from_secs(self.options.fail_timeout),
-                        );
-                    }
-                },
+            let pending = match upstream {
+                Ok(upstream) => self.client.request(upstream),
                 Err(error) => {
                     tracing::warn!(%error, "cannot build the upstream request");
                     return status(StatusCode::BAD_REQUEST);
                 }
+            };
+            // A frozen node accepts connections and never answers: the request ends when the
+            // node is marked down (by a health check or another request's failure) or at the
+            // response timeout, which counts as a failure (nginx's proxy_read_timeout).
+            let timeout = Duration::from_millis(self.options.response_timeout);
+            let failed = tokio::select! {
+                answer = pending => match answer {
+                    Ok(response) => break (index, response),
+                    Err(error) => {
+                        tracing::warn!(backend = %backend.address, %error, "node request failed");
+                        StatusCode::BAD_GATEWAY
+                    }
+                },
+                () = backend.down() => {
+                    tracing::debug!(backend = %backend.address, "node marked down during a request");
+                    StatusCode::BAD_GATEWAY
+                }
+                () = tokio::time::sleep(timeout) => {
+                    tracing::warn!(backend = %backend.address, ?timeout, "node did not answer in time");
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+            };
+            // Down already: counting it again would only extend its skip.
+            if backend.available() {
+                backend.record_failure(
+                    self.options.max_fails,
+                    Duration::from_secs(self.options.fail_timeout),
+                );
             }
             if let Some(sid) = &sid {
                 self.forget(sid);
                 return self.unknown_sid();
             }
             if !retryable {
-                return status(StatusCode::BAD_GATEWAY);
+                return status(failed);
             }
         };
         if closes && let Some(sid) = &sid {
@@ -264,6 +289,7 @@ impl Balancer {
                 return status(StatusCode::BAD_GATEWAY);
             }
         };
+        self.check_ping_interval(&body);
         match balance::handshake_sid(&body) {
             Some(sid) => {
                 if self.sessions.insert(sid.to_owned(), index) {
@@ -289,6 +315,23 @@ impl Balancer {
         }
         parts.headers.remove(header::CONTENT_LENGTH);
         Response::from_parts(parts, full(body))
+    }
+
+    /// Warns once when the nodes hold a long-poll longer than the response timeout allows:
+    /// every idle poll would time out and mark a healthy node down.
+    fn check_ping_interval(&self, handshake: &[u8]) {
+        let Some(interval) = balance::handshake_ping_interval(handshake) else {
+            return;
+        };
+        if interval.saturating_add(1000) > self.options.response_timeout
+            && !self.warned_ping_interval.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                ping_interval = interval,
+                response_timeout = self.options.response_timeout,
+                "the nodes' ping interval leaves idle long-polls no time within --response-timeout: raise it"
+            );
+        }
     }
 
     /// Copies bytes both ways between the client and the node until either side closes.
@@ -460,25 +503,33 @@ fn upstream_request(
 }
 
 async fn health_checks(balancer: std::sync::Weak<Balancer>) {
-    let client: Client<HttpConnector, ProxyBody> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    // A connection per check: none idles on a node (its header timeout would close it) and
+    // each check also proves that the node accepts.
+    let client: Client<HttpConnector, ProxyBody> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(HttpConnector::new());
     loop {
         let Some(this) = balancer.upgrade() else {
             return;
         };
         let interval = Duration::from_millis(this.options.health_interval);
-        for backend in &this.backends {
+        // All nodes at once: a hung node must not delay the verdict on the others.
+        let checks = this.backends.iter().map(|backend| {
+            let client = &client;
             let uri = format!("http://{}{}", backend.address, this.options.health_path);
-            let healthy = match Request::get(uri).body(empty()) {
-                Ok(request) => matches!(
-                    tokio::time::timeout(Duration::from_secs(1), client.request(request)).await,
-                    // 404: the node has no health endpoint; it answers, so it is up.
-                    Ok(Ok(response)) if response.status().is_success() || response.status() == StatusCode::NOT_FOUND
-                ),
-                Err(_) => false,
-            };
-            backend.set_healthy(healthy);
-        }
+            async move {
+                let healthy = match Request::get(uri).body(empty()) {
+                    Ok(request) => matches!(
+                        tokio::time::timeout(Duration::from_secs(1), client.request(request)).await,
+                        // 404: the node has no health endpoint; it answers, so it is up.
+                        Ok(Ok(response)) if response.status().is_success() || response.status() == StatusCode::NOT_FOUND
+                    ),
+                    Err(_) => false,
+                };
+                backend.set_healthy(healthy);
+            }
+        });
+        futures_util::future::join_all(checks).await;
         drop(this);
         tokio::time::sleep(interval).await;
     }
