@@ -2,13 +2,11 @@
 // answer, then exits non-zero with a message naming the URL and the option (no worker started, no
 // port served); a Redis that comes up during the wait lets it start.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { test } from "node:test";
 import { harness } from "./lib/harness.mjs";
 import { freePort, openClient } from "./lib/lb-util.mjs";
 import { exitWithin } from "./lib/ops-util.mjs";
-import { waitForPong } from "./lib/redis.mjs";
-import { clusterPort, spawnCluster, workerStarts } from "./lib/cluster-command.mjs";
+import { clusterPort, redisOnPort, spawnCluster, workerStarts } from "./lib/cluster-command.mjs";
 
 test("an unreachable Redis: a clear message and a non-zero exit within --redis-wait, nothing served", { timeout: 20000 }, async (t) => {
   const h = harness(t);
@@ -34,14 +32,7 @@ test("a Redis started during the wait: the cluster starts and serves", { timeout
   const cluster = spawnCluster(h, ["--host", "127.0.0.1", "--port", "0", "--redis-url", url, "--redis-wait", "20", "--workers", "2"]);
   await cluster.waitFor((out) => /Redis does not answer: waiting up to 20 s/.test(out), { label: "the waiting line" });
   assert.deepEqual(workerStarts(cluster.output()), [], "no worker starts before Redis answers");
-  const redis = spawn(process.env.REDIS_SERVER || "redis-server", ["--port", String(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"], { stdio: "ignore" });
-  h.defer(async () => {
-    if (redis.exitCode === null && redis.signalCode === null) {
-      redis.kill("SIGKILL");
-      await new Promise((resolve) => redis.once("exit", resolve));
-    }
-  });
-  await waitForPong(url);
+  await redisOnPort(h, port);
   const started = Date.now();
   const publicPort = await cluster.waitFor(clusterPort, { label: "the cluster's listening line", timeoutMs: 15000 });
   t.diagnostic(`listening ${Date.now() - started} ms after Redis answered`);

@@ -3,12 +3,16 @@
 // exits 0, the cluster exits 0); a SIGKILLed supervisor leaves no worker behind; a signal during the
 // startup (waiting for Redis) stops it at once.
 import assert from "node:assert/strict";
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { test } from "node:test";
 import { harness } from "./lib/harness.mjs";
 import { freePort, openClient, processAlive, spread, waitUntil } from "./lib/lb-util.mjs";
 import { exitWithin, request } from "./lib/ops-util.mjs";
 import { startRedis } from "./lib/redis.mjs";
-import { spawnCluster, startCluster, workerExits, workerStarts } from "./lib/cluster-command.mjs";
+import { redisOnPort, spawnCluster, startCluster, workerExits, workerStarts } from "./lib/cluster-command.mjs";
 
 const MODES = ["websocket", "polling", "upgrade"];
 
@@ -72,4 +76,28 @@ test("SIGTERM while the cluster waits for Redis stops it at once, without starti
   assert.equal(signal, null);
   assert.equal(code, 0, cluster.output());
   assert.deepEqual(workerStarts(cluster.output()), [], "no worker was started");
+});
+
+test("SIGTERM while the workers crash-loop at startup stops the cluster at once", { timeout: 30000 }, async (t) => {
+  const h = harness(t);
+  const dir = mkdtempSync(path.join(tmpdir(), "ioscale-cluster-loop-"));
+  h.defer(() => rmSync(dir, { recursive: true, force: true }));
+  const key = path.join(dir, "key.pem");
+  writeFileSync(key, generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({ type: "spki", format: "pem" }));
+  const port = await freePort();
+  // The key is checked at startup, then removed while the cluster waits for Redis: every worker
+  // then fails to start (exit 2), again and again.
+  const cluster = spawnCluster(h, ["--host", "127.0.0.1", "--port", "0", "--redis-url", `redis://127.0.0.1:${port}`, "--redis-wait", "30", "--", "--auth-jwt-public-key", key]);
+  await cluster.waitFor((out) => /waiting up to 30 s/.test(out), { label: "the waiting-for-Redis line" });
+  rmSync(key);
+  await redisOnPort(h, port);
+  await cluster.waitFor((out) => (out.match(/worker exited: restarting/g) ?? []).length >= 4, { label: "a crash loop", timeoutMs: 15000 });
+  const since = Date.now();
+  cluster.proc.kill("SIGTERM");
+  const { code, signal, ms } = await exitWithin(cluster, 3000, since);
+  t.diagnostic(`exited ${ms} ms after SIGTERM`);
+  assert.equal(signal, null);
+  assert.equal(code, 0, cluster.output().slice(-3000));
+  const pids = workerStarts(cluster.output()).map((s) => s.pid);
+  await waitUntil(() => pids.every((pid) => !processAlive(pid)), { timeoutMs: 2000, label: "no worker left" });
 });

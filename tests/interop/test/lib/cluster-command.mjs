@@ -4,6 +4,7 @@
 // started (itself and each worker pid it logged) stopped at the end of the test.
 import { spawn } from "node:child_process";
 import { binaryPath } from "./server.mjs";
+import { waitForPong } from "./redis.mjs";
 import { IOSCALE_ENV, freePort, processAlive } from "./lb-util.mjs";
 
 /** Every "worker started worker=I port=P pid=N" line so far: [{ worker, port, pid }]. */
@@ -143,4 +144,17 @@ export function workerExits(output) {
       signal: /signal=(-?\d+)/.exec(line)?.[1],
       line,
     }));
+}
+
+/** `redis-server` on a given port (one a cluster already waits for), stopped at the end of the test. */
+export async function redisOnPort(h, port) {
+  const redis = spawn(process.env.REDIS_SERVER || "redis-server", ["--port", String(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"], { stdio: "ignore" });
+  h.defer(async () => {
+    if (redis.exitCode === null && redis.signalCode === null) {
+      redis.kill("SIGKILL");
+      await new Promise((resolve) => redis.once("exit", resolve));
+    }
+  });
+  await waitForPong(`redis://127.0.0.1:${port}`);
+  return redis;
 }
