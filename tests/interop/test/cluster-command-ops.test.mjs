@@ -72,3 +72,35 @@ test("the cluster's ops port: /workers, /health, /ready, /metrics of every worke
   assert.match(JSON.parse(publicHealth.body).serverId, /^worker-[01]$/);
   assert.equal((await request(`${cluster.opsUrl}/nothing-here`)).status, 404);
 });
+
+test("the cluster's /ready: 503 while no worker answers the balancer, and while it shuts down", { timeout: 40000 }, async (t) => {
+  const h = harness(t);
+  const redis = await startRedis({ h });
+  const cluster = await startCluster(h, ["--redis-url", redis.url, "--health-interval", "200", "--shutdown-timeout", "5"]);
+  const pids = cluster.workers.map((w) => w.pid);
+  const ready = async () => {
+    const res = await request(`${cluster.opsUrl}/ready`);
+    return { status: res.status, ...JSON.parse(res.body) };
+  };
+  await waitUntil(async () => (await ready()).status === 200, { timeoutMs: 10000, label: "/ready 200" });
+  // Frozen workers (SIGSTOP) fail the balancer's health checks.
+  const resume = () => pids.forEach((pid) => process.kill(pid, "SIGCONT"));
+  h.defer(resume);
+  pids.forEach((pid) => process.kill(pid, "SIGSTOP"));
+  await waitUntil(async () => (await ready()).status === 503, { timeoutMs: 10000, label: "/ready 503 with every worker frozen" });
+  assert.deepEqual(await ready(), { status: 503, ready: false, reason: "no worker available" });
+  const metrics = parseMetrics((await request(`${cluster.opsUrl}/metrics`)).body);
+  assert.equal(metrics.value("ioscale_lb_backends_up"), 0);
+  for (const id of ["worker-0", "worker-1"]) assert.equal(metrics.value("ioscale_cluster_worker_up", { worker: id }), 0, `${id} did not answer the scrape`);
+  resume();
+  await waitUntil(async () => (await ready()).status === 200, { timeoutMs: 10000, label: "/ready 200 again" });
+
+  // A worker that does not stop at once keeps the cluster in its shutdown: /ready says so.
+  process.kill(pids[0], "SIGSTOP");
+  cluster.proc.kill("SIGTERM");
+  await waitUntil(async () => (await ready()).status === 503, { timeoutMs: 5000, label: "/ready 503 during the shutdown" });
+  assert.deepEqual(await ready(), { status: 503, ready: false, reason: "shutting down" });
+  process.kill(pids[0], "SIGCONT");
+  const { code } = await cluster.exited;
+  assert.equal(code, 0, cluster.output().slice(-3000));
+});

@@ -101,3 +101,22 @@ test("SIGTERM while the workers crash-loop at startup stops the cluster at once"
   const pids = workerStarts(cluster.output()).map((s) => s.pid);
   await waitUntil(() => pids.every((pid) => !processAlive(pid)), { timeoutMs: 2000, label: "no worker left" });
 });
+
+test("a second signal during the drain exits at once (130); the workers still stop", { timeout: 30000 }, async (t) => {
+  const h = harness(t);
+  const redis = await startRedis({ h });
+  const cluster = await startCluster(h, ["--redis-url", redis.url, "--shutdown-timeout", "20"]);
+  const pids = cluster.workers.map((w) => w.pid);
+  // A frozen worker holds the drain (its supervisor waits up to --shutdown-timeout for it).
+  process.kill(pids[0], "SIGSTOP");
+  h.defer(() => process.kill(pids[0], "SIGCONT"));
+  cluster.proc.kill("SIGTERM");
+  await cluster.waitFor((out) => /worker stopped worker=1/.test(out), { label: "worker 1 stopped" });
+  const since = Date.now();
+  cluster.proc.kill("SIGTERM");
+  const { code, ms } = await exitWithin(cluster, 2000, since);
+  t.diagnostic(`exited ${ms} ms after the second signal`);
+  assert.equal(code, 130, cluster.output().slice(-3000));
+  process.kill(pids[0], "SIGCONT");
+  await waitUntil(() => pids.every((pid) => !processAlive(pid)), { timeoutMs: 5000, label: "the frozen worker exits once resumed" });
+});
