@@ -80,26 +80,32 @@ const SET_BY_CLUSTER: [(&str, &str); 12] = [
     ),
 ];
 
-/// Called first thing in `main`: in a worker, skips the `.env` file (the supervisor chose
-/// its options) and turns the end of stdin (the supervisor is gone) into a SIGTERM.
-/// Returns whether `.env` should be read.
-pub fn read_dotenv() -> bool {
+/// Called first thing in `main`: true in a worker of `ioscale cluster`, which must not read
+/// `.env` (the supervisor chose its options); there it also turns the end of stdin (the
+/// supervisor is gone, even killed) into a SIGTERM: a graceful shutdown.
+pub fn as_worker() -> bool {
     if std::env::var_os(WORKER_MARKER).is_none() {
-        return true;
+        return false;
     }
     let spawned = std::thread::Builder::new()
         .name("supervisor-watch".into())
         .spawn(|| {
             use std::io::Read;
             let mut buffer = [0u8; 64];
-            // The supervisor never writes: any return is the pipe closing.
-            while matches!(std::io::stdin().read(&mut buffer), Ok(n) if n > 0) {}
+            // The supervisor never writes: the pipe closing ends the read.
+            loop {
+                match std::io::stdin().read(&mut buffer) {
+                    Ok(0) => break,
+                    Err(error) if error.kind() != std::io::ErrorKind::Interrupted => break,
+                    _ => {}
+                }
+            }
             let _ = kill(Pid::this(), Signal::SIGTERM);
         });
     if let Err(error) = spawned {
         eprintln!("ioscale: cannot watch the supervisor: {error}");
     }
-    false
+    true
 }
 
 pub async fn run(options: ClusterOptions) -> anyhow::Result<()> {

@@ -130,7 +130,7 @@ pub struct ClusterOptions {
     #[command(flatten)]
     pub redis_mode: RedisModeOptions,
     /// Seconds to wait for Redis at startup before refusing to start.
-    #[arg(long, env = "REDIS_WAIT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    #[arg(long, env = "REDIS_WAIT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub redis_wait: u64,
     /// Seconds a graceful shutdown may take (each worker's --shutdown-timeout).
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]

@@ -19,7 +19,7 @@ use config::{Cli, Command};
 fn main() -> ExitCode {
     // `.env` never overrides the real environment, and flags override both (clap). The
     // workers of `ioscale cluster` read neither: their options come from the cluster.
-    if cluster::read_dotenv() {
+    if !cluster::as_worker() {
         let _ = dotenvy::dotenv();
     }
     let cli = Cli::parse();

@@ -6,6 +6,7 @@ import { test } from "node:test";
 import { harness } from "./lib/harness.mjs";
 import { freePort, openClient } from "./lib/lb-util.mjs";
 import { exitWithin } from "./lib/ops-util.mjs";
+import { startRedisCluster } from "./lib/redis-cluster.mjs";
 import { clusterPort, redisOnPort, spawnCluster, workerStarts } from "./lib/cluster-command.mjs";
 
 test("an unreachable Redis: a clear message and a non-zero exit within --redis-wait, nothing served", { timeout: 20000 }, async (t) => {
@@ -39,4 +40,20 @@ test("a Redis started during the wait: the cluster starts and serves", { timeout
   assert.match(cluster.output(), /Redis is up/);
   const client = await openClient(h, `http://127.0.0.1:${publicPort}`, "websocket");
   assert.match(client.serverId(), /^worker-[01]$/);
+});
+
+test("--redis-mode sharded: the cluster checks the Redis Cluster, then serves across workers", { timeout: 60000 }, async (t) => {
+  const h = harness(t);
+  const redis = await startRedisCluster({ h, replicasPerMaster: 0 });
+  const cluster = spawnCluster(h, ["--host", "127.0.0.1", "--port", "0", "--redis-mode", "sharded", "--redis-url", redis.seed, "--workers", "2"]);
+  const port = await cluster.waitFor(clusterPort, { label: "the cluster's listening line", timeoutMs: 20000 });
+  assert.match(cluster.output(), /Redis is up/);
+  const url = `http://127.0.0.1:${port}`;
+  const a = await openClient(h, url, "websocket", {}, "a");
+  const b = await openClient(h, url, "websocket", {}, "b");
+  assert.notEqual(a.serverId(), b.serverId(), "least-conn puts the two clients on both workers");
+  const got = new Promise((resolve) => b.socket.on("message", (m) => m.message === "across" && resolve(m)));
+  await redis.waitForShardNumSub("socket.io#/#", 2);
+  a.socket.emit("message", { message: "across" });
+  assert.equal((await got).serverId, a.serverId(), "a message crosses the workers through the Redis Cluster");
 });
