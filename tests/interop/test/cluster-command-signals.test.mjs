@@ -107,9 +107,10 @@ test("a second signal during the drain exits at once (130); the workers still st
   const redis = await startRedis({ h });
   const cluster = await startCluster(h, ["--redis-url", redis.url, "--shutdown-timeout", "20"]);
   const pids = cluster.workers.map((w) => w.pid);
+  const frozen = cluster.workers.find((w) => w.worker === 0).pid;
   // A frozen worker holds the drain (its supervisor waits up to --shutdown-timeout for it).
-  process.kill(pids[0], "SIGSTOP");
-  h.defer(() => process.kill(pids[0], "SIGCONT"));
+  process.kill(frozen, "SIGSTOP");
+  h.defer(() => process.kill(frozen, "SIGCONT"));
   cluster.proc.kill("SIGTERM");
   await cluster.waitFor((out) => /worker stopped worker=1/.test(out), { label: "worker 1 stopped" });
   const since = Date.now();
@@ -117,6 +118,6 @@ test("a second signal during the drain exits at once (130); the workers still st
   const { code, ms } = await exitWithin(cluster, 2000, since);
   t.diagnostic(`exited ${ms} ms after the second signal`);
   assert.equal(code, 130, cluster.output().slice(-3000));
-  process.kill(pids[0], "SIGCONT");
+  process.kill(frozen, "SIGCONT");
   await waitUntil(() => pids.every((pid) => !processAlive(pid)), { timeoutMs: 5000, label: "the frozen worker exits once resumed" });
 });
