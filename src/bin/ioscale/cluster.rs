@@ -125,6 +125,11 @@ pub async fn run(options: ClusterOptions) -> anyhow::Result<()> {
         eprintln!("{message}");
         std::process::exit(2);
     }
+    // Read the TLS files before starting anything.
+    let limits = ioscale::http::HttpLimits {
+        tls: options.tls.acceptor()?,
+        ..Default::default()
+    };
     // Handlers first: a signal at any point of the startup stops the cluster.
     let signals = Signals::new()?;
     let (listener, ops_listener) =
@@ -207,10 +212,6 @@ pub async fn run(options: ClusterOptions) -> anyhow::Result<()> {
         first.await;
         tracing::info!("stopping the workers");
         stop_all.await;
-    };
-    let limits = ioscale::http::HttpLimits {
-        tls: options.tls.acceptor()?,
-        ..Default::default()
     };
     serve(
         listener,
