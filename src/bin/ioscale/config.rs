@@ -141,10 +141,14 @@ pub struct ClusterOptions {
     pub redis_url: Vec<String>,
     #[command(flatten)]
     pub redis_mode: RedisModeOptions,
-    /// Seconds a graceful shutdown may take.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    /// Seconds to wait for Redis at startup before refusing to start.
+    #[arg(long, env = "REDIS_WAIT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub redis_wait: u64,
+    /// Seconds a graceful shutdown may take (each worker's --shutdown-timeout).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout: u64,
-    /// Serve the balancer's /health and /metrics on this port.
+    /// Serve the cluster's /health, /ready, /metrics (balancer and every worker), /workers
+    /// and /stats on this port.
     #[arg(long, env = "OPS_PORT")]
     pub ops_port: Option<u16>,
     #[command(flatten)]
@@ -153,6 +157,10 @@ pub struct ClusterOptions {
     pub log: LogOptions,
     #[command(flatten)]
     pub tls: TlsOptions,
+    /// Options of `ioscale serve` given to every worker (after `--`; the workers read
+    /// neither the environment nor `.env`).
+    #[arg(last = true, value_name = "WORKER OPTIONS")]
+    pub worker_args: Vec<String>,
 }
 
 /// Which Redis adapter a node uses.

@@ -17,8 +17,11 @@ use clap::Parser;
 use config::{Cli, Command};
 
 fn main() -> ExitCode {
-    // `.env` never overrides the real environment, and flags override both (clap).
-    let _ = dotenvy::dotenv();
+    // `.env` never overrides the real environment, and flags override both (clap). The
+    // workers of `ioscale cluster` read neither: their options come from the cluster.
+    if !cluster::as_worker() {
+        let _ = dotenvy::dotenv();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
