@@ -436,9 +436,12 @@ fn check_session<H: EngineHandler>(
                 timer.set_close_reported();
                 // A polling client closed by the server learns it (and gets what was queued)
                 // from its next poll; the session stays known until then, within limits.
+                // At a shutdown, a session never polled since its handshake has no client to
+                // wait for (an abandoned handshake): it ends at once, as Node discards it.
                 if session.transport() == TransportKind::Polling
                     && reason.flushes()
                     && reason != CloseReason::TransportClose
+                    && (reason != CloseReason::ServerShuttingDown || session.was_polled())
                 {
                     timer.linger(timers.after(shared.config.ping_timeout));
                 } else {

@@ -54,6 +54,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             Duration::from_secs(options.stats_interval),
         ));
     }
+    let ops_port = ops_listener
+        .as_ref()
+        .and_then(|listener| listener.local_addr().ok())
+        .map(|address| address.port());
     if let Some(ops_listener) = ops_listener {
         tracing::info!(
             "operations endpoints on {}",
@@ -73,21 +77,34 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             },
         ));
     }
-    let with_ops = options.ops_port.is_none();
     let serving = io.clone();
     let routing = ops.clone();
-    serve_http_with(listener, http, shutdown.first(), move |request, remote| {
-        let io = serving.clone();
-        let ops = routing.clone();
+    // The listener stays open through the drain: a polling client reaches its closing
+    // session with a new connection per request (engine.io-client's default), and new
+    // handshakes get 503 from the engine meanwhile. It closes once every session is gone.
+    let (drained, stop_accepting) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_http_with(
+        listener,
+        http,
         async move {
-            if with_ops && let Some(response) = ops.handle(request.uri().path()).await {
-                return response;
+            let _ = stop_accepting.await;
+        },
+        move |request, remote| {
+            let io = serving.clone();
+            let ops = routing.clone();
+            async move {
+                let path = request.uri().path();
+                if ops_port.is_none()
+                    && let Some(response) = ops.handle(path).await
+                {
+                    return response;
+                }
+                io.handle(request, remote).await
             }
-            io.handle(request, remote).await
-        }
-    })
-    .await;
-    // Graceful shutdown: not ready at once, no new connections (the listener is gone),
+        },
+    ));
+    shutdown.first().await;
+    // Graceful shutdown: not ready at once, no new session (the engine answers 503),
     // every client's transport closed after its queue is flushed (clients reconnect on
     // their own), then leave the cluster. A second signal exits at once.
     ops.begin_shutdown();
@@ -98,19 +115,22 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         std::process::exit(130);
     });
     io.close_all();
-    let drained = tokio::time::timeout(Duration::from_secs(options.shutdown_timeout), async {
-        while !io.is_idle() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .is_ok();
-    if !drained {
+    let drained_in_time =
+        tokio::time::timeout(Duration::from_secs(options.shutdown_timeout), async {
+            while !io.is_idle() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .is_ok();
+    if !drained_in_time {
         tracing::warn!(
             connections = io.connection_count(),
             "shutdown timeout: exiting anyway"
         );
     }
+    let _ = drained.send(());
+    let _ = server.await;
     if let Some(cluster) = cluster {
         cluster.close().await;
     }
