@@ -70,9 +70,11 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             move |request, _| {
                 let ops = ops.clone();
                 async move {
-                    ops.handle(request.uri().path())
-                        .await
-                        .unwrap_or_else(not_found)
+                    match ops.handle(request.uri().path()).await {
+                        Some(response) => response,
+                        None if request.uri().path() == "/" => root_page(None, None),
+                        None => not_found(),
+                    }
                 }
             },
         ));
@@ -98,6 +100,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
                     && let Some(response) = ops.handle(path).await
                 {
                     return response;
+                }
+                if path == "/" && !io.matches_path(path) {
+                    return root_page(Some(&io), ops_port);
                 }
                 io.handle(request, remote).await
             }
@@ -171,6 +176,33 @@ pub(crate) async fn bind_with_ops(
         None => None,
     };
     Ok((listener, ops))
+}
+
+/// `GET /`: one line for a human who opens the server in a browser or with curl.
+fn root_page(io: Option<&Io>, ops_port: Option<u16>) -> http::Response<ioscale::socket::Body> {
+    let ops = "/health, /ready, /metrics, /stats";
+    let text = match (io, ops_port) {
+        (Some(io), None) => format!(
+            "ioscale {}: Socket.IO server at {}, operations at {ops}\n",
+            env!("CARGO_PKG_VERSION"),
+            io.config().engine.path
+        ),
+        (Some(io), Some(port)) => format!(
+            "ioscale {}: Socket.IO server at {}, operations on port {port} at {ops}\n",
+            env!("CARGO_PKG_VERSION"),
+            io.config().engine.path
+        ),
+        (None, _) => format!(
+            "ioscale {}: operations endpoints {ops}\n",
+            env!("CARGO_PKG_VERSION")
+        ),
+    };
+    let mut response = http::Response::new(ioscale::socket::Body::from(text));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 fn not_found() -> http::Response<ioscale::socket::Body> {
