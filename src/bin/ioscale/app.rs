@@ -121,13 +121,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     });
     io.close_all();
     let drained_in_time =
-        tokio::time::timeout(Duration::from_secs(options.shutdown_timeout), async {
-            while !io.is_idle() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .is_ok();
+        tokio::time::timeout(Duration::from_secs(options.shutdown_timeout), io.drained())
+            .await
+            .is_ok();
     if !drained_in_time {
         tracing::warn!(
             connections = io.connection_count(),
