@@ -24,10 +24,14 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::metrics::{Limit, Metrics};
 
+mod patient;
+
 /// Limits of the HTTP layer, and TLS.
 #[derive(Clone)]
 pub struct HttpLimits {
-    /// Time a client has to send a request's headers (slowloris). Default 10 s.
+    /// Time a client has to send a request's headers (slowloris). Default 10 s. A client past
+    /// it is cut a grace later (a quarter of it, at most 1 s), so that a stall of the process
+    /// itself does not cut requests that arrived meanwhile.
     pub header_read_timeout: Duration,
     /// Most bytes of request headers buffered. Default 64 KiB.
     pub max_header_bytes: usize,
@@ -149,12 +153,15 @@ pub async fn serve_http_with<F, Fut, B>(
                 Some(acceptor) => {
                     // The handshake is bounded like the headers (a slow TLS client is a slowloris).
                     let accepted =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                            .await;
+                        patient::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
                     match accepted {
-                        Ok(Ok(stream)) => serve_connection(stream, remote, &limits, handler).await,
-                        Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
-                        Err(_) => limits
+                        Some(Ok(stream)) => {
+                            serve_connection(stream, remote, &limits, handler).await
+                        }
+                        Some(Err(error)) => {
+                            tracing::debug!(%remote, %error, "TLS handshake failed")
+                        }
+                        None => limits
                             .metrics
                             .limit_hit(Limit::HeaderReadTimeout, &remote.ip().to_string()),
                     }
@@ -192,7 +199,10 @@ where
         holding: false,
     };
     let connection = http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
+        // A process stall past the timeout must not cut requests that arrived (see `patient`).
+        .timer(patient::PatientTimer {
+            grace: patient::grace_for(limits.header_read_timeout),
+        })
         .header_read_timeout(limits.header_read_timeout)
         // max_buf_size alone bounds only an incomplete head: a complete one that arrives
         // in a large read could pass it by up to a read's size.

@@ -60,6 +60,7 @@ pub(crate) async fn poll<H: EngineHandler>(
         session.close(CloseReason::TransportError);
         return status_response(StatusCode::BAD_REQUEST, &cors);
     };
+    session.set_polled();
     let mut in_flight = PollInFlight {
         session: &session,
         answered: false,

@@ -168,19 +168,25 @@ impl<H: EngineHandler> Engine<H> {
     ) -> Response<Body> {
         let is_upgrade = websocket::is_upgrade_request(&request);
         let origin = check_origin(&self.shared.config.allowed_origins, request.headers());
+        // Kept for the log line of a refusal (the request moves on).
+        let request_origin = match &origin {
+            Err(()) => request.headers().get(header::ORIGIN).cloned(),
+            Ok(_) => None,
+        };
         if request.method() == Method::OPTIONS {
             // A preflight is answered either way; only an allowed origin gets CORS headers.
             return preflight_response(&origin.unwrap_or_default(), request.headers());
         }
         let result = match origin {
             Ok(cors) => self.route(request, remote_addr, is_upgrade, cors).await,
-            Err(()) => {
-                tracing::debug!(%remote_addr, "origin not allowed");
-                Err((EngineError::Forbidden, Cors::None))
-            }
+            Err(()) => Err((EngineError::Forbidden, Cors::None)),
         };
         if let Err((error, _)) = &result {
-            Metrics::add(&self.shared.metrics.handshake_errors[*error as usize], 1);
+            let counter = &self.shared.metrics.handshake_errors[*error as usize];
+            let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
+            if *error == EngineError::Forbidden {
+                log_refused_origin(&request_origin, remote_addr, count);
+            }
         }
         match result {
             Ok(response) => response,
@@ -363,6 +369,30 @@ impl<H: EngineHandler> Engine<H> {
     }
 }
 
+/// A browser page from an origin the server does not allow: silent for the page's user
+/// (the browser shows a CORS error), so the operator hears of it. Logged the first time,
+/// then at every power of two (as the limits), so a flood cannot flood the logs too.
+fn log_refused_origin(origin: &Option<http::HeaderValue>, remote: SocketAddr, count: u64) {
+    // Peer-controlled: printable ASCII only, and bounded.
+    let origin = origin.as_ref().map_or_else(String::new, |value| {
+        String::from_utf8_lossy(value.as_bytes())
+            .chars()
+            .take(200)
+            .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+            .collect()
+    });
+    if count.is_power_of_two() {
+        tracing::warn!(
+            %origin,
+            %remote,
+            count,
+            "origin not allowed: request refused (allow it with --allowed-origins)"
+        );
+    } else {
+        tracing::debug!(%origin, %remote, count, "origin not allowed");
+    }
+}
+
 /// One timer task per core is plenty: each wake handles every session due by then.
 fn timer_shards() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8))
@@ -436,9 +466,12 @@ fn check_session<H: EngineHandler>(
                 timer.set_close_reported();
                 // A polling client closed by the server learns it (and gets what was queued)
                 // from its next poll; the session stays known until then, within limits.
+                // At a shutdown, a session never polled since its handshake has no client to
+                // wait for (an abandoned handshake): it ends at once, as Node discards it.
                 if session.transport() == TransportKind::Polling
                     && reason.flushes()
                     && reason != CloseReason::TransportClose
+                    && (reason != CloseReason::ServerShuttingDown || session.was_polled())
                 {
                     timer.linger(timers.after(shared.config.ping_timeout));
                 } else {

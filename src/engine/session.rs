@@ -165,6 +165,8 @@ pub struct Session<D> {
     upgrade: AtomicU8,
     pub(crate) poll_active: AtomicBool,
     pub(crate) post_active: AtomicBool,
+    /// A GET came since the handshake: a client reads this session.
+    polled: AtomicBool,
     closed: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
     close_signal: Notify,
@@ -197,6 +199,7 @@ impl<D> Session<D> {
             upgrade: AtomicU8::new(UPGRADE_NONE),
             poll_active: AtomicBool::new(false),
             post_active: AtomicBool::new(false),
+            polled: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             close_signal: Notify::new(),
@@ -297,6 +300,17 @@ impl<D> Session<D> {
             return;
         }
         notified.await;
+    }
+
+    pub(crate) fn set_polled(&self) {
+        if !self.polled.load(Ordering::Relaxed) {
+            self.polled.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a client ever polled this session (a WebSocket session counts as read).
+    pub(crate) fn was_polled(&self) -> bool {
+        self.polled.load(Ordering::Relaxed) || self.transport() == TransportKind::WebSocket
     }
 
     pub(crate) fn start_upgrade(&self) -> bool {

@@ -229,19 +229,43 @@ impl Io {
         }
     }
 
-    /// Serves HTTP on the listener until `shutdown` resolves, then closes every connection.
+    /// Serves HTTP on the listener until `shutdown` resolves, then drains: every connection is
+    /// closed once its queue is flushed and new handshakes get 503, while the listener still
+    /// serves the known sessions (a polling client, with a new connection per request,
+    /// collects its queue and the close packet). Returns once every session ended, which the
+    /// sessions' own timeouts bound (about `ping_timeout`).
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let io = self.clone();
         let limits = crate::http::HttpLimits {
             metrics: self.metrics().clone(),
             ..Default::default()
         };
-        crate::http::serve_http_with(listener, limits, shutdown, move |request, remote| {
-            let io = io.clone();
-            async move { io.handle(request, remote).await }
-        })
-        .await;
-        self.close_all();
+        let (drained, stop_accepting) = tokio::sync::oneshot::channel::<()>();
+        let serving = crate::http::serve_http_with(
+            listener,
+            limits,
+            async move {
+                let _ = stop_accepting.await;
+            },
+            move |request, remote| {
+                let io = io.clone();
+                async move { io.handle(request, remote).await }
+            },
+        );
+        let drain = async {
+            shutdown.await;
+            self.close_all();
+            self.drained().await;
+            let _ = drained.send(());
+        };
+        tokio::join!(serving, drain);
+    }
+
+    /// Resolves once every connection ended and flushed (after [`Io::close_all`]).
+    pub async fn drained(&self) {
+        while !self.is_idle() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

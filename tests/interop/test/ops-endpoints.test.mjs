@@ -114,7 +114,8 @@ test("main port: /health, /ready, /metrics, /stats answer 200 with their content
   await checkMetrics(node.url, { polling: 1, websocket: 1 });
   await checkStats(node.url, "ops-ep-main", 2);
 
-  for (const p of ["/nope", "/health/extra", "/metricsx", "/"]) {
+  // `/` answers a one-line page (ops-root.test.mjs).
+  for (const p of ["/nope", "/health/extra", "/metricsx"]) {
     const res = await get(`${node.url}${p}`);
     assert.equal(res.status, 404, `${p} → ${res.status}`);
   }
@@ -148,8 +149,9 @@ test("--ops-port: the endpoints answer only there; the main port 404s them; the 
   await checkMetrics(ops, { polling: 1, websocket: 1 });
   await checkStats(ops, "ops-ep-split", 2);
 
-  // ... and nothing else: not the Socket.IO path (handshake or probe), nor anything unknown.
-  for (const p of ["/socket.io/?EIO=4&transport=polling", "/socket.io/", "/socket.io/?EIO=4&transport=bogus", "/nope", "/"]) {
+  // ... and nothing else: not the Socket.IO path (handshake or probe), nor anything unknown (`/`
+  // answers a one-line page, ops-root.test.mjs).
+  for (const p of ["/socket.io/?EIO=4&transport=polling", "/socket.io/", "/socket.io/?EIO=4&transport=bogus", "/nope"]) {
     const res = await get(`${ops}${p}`);
     assert.equal(res.status, 404, `ops port ${p} → ${res.status} ${res.body}`);
   }

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { test } from "node:test";
 import { ISO_8601, MODES, closeSocket, connected, harness, next } from "./lib/harness.mjs";
-import { exitWithin, serve, waitUntil, scrape } from "./lib/ops-util.mjs";
+import { exitWithin, request, serve, waitUntil, scrape } from "./lib/ops-util.mjs";
 
 const LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
 const TEXT_LINE = (id) => new RegExp(`^(\\S+) server_id=${id} +(${LEVELS.join("|")}) (.*)$`);
@@ -122,3 +122,33 @@ for (const format of ["text", "json"]) {
     }
   });
 }
+
+test("a page from an origin not in --allowed-origins: 403, logged at INFO with the origin and the hint (the first time, then at powers of two), counted as handshake error 4", { timeout: 30000 }, async (t) => {
+  const h = harness(t);
+  const node = await serve(h, ["--server-id", "ops-log-origin", "--allowed-origins", "https://app.example", "--stats-interval", "0"], { env: { RUST_LOG: "info" } });
+  const handshake = `${node.url}/socket.io/?EIO=4&transport=polling`;
+  const allowed = await request(handshake, { headers: { origin: "https://app.example" } });
+  assert.equal(allowed.status, 200);
+  // 5 refusals: polling handshakes from a page of another origin, and a WebSocket upgrade.
+  for (let i = 0; i < 4; i++) assert.equal((await request(handshake, { headers: { origin: "https://evil.example" } })).status, 403);
+  const upgrade = await request(`${node.url}/socket.io/?EIO=4&transport=websocket`, {
+    headers: { origin: "https://evil.example", connection: "Upgrade", upgrade: "websocket", "sec-websocket-version": "13", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" },
+  });
+  assert.equal(upgrade.status, 400, "a refused upgrade: 400, as the reference server");
+  const m = await waitUntil(async () => {
+    const m = await scrape(node.url);
+    return m.value("ioscale_handshake_errors_total", { code: "4" }) === 5 && m;
+  }, { label: "5 handshake errors with code 4 (Forbidden)" });
+  assert.equal(m.value("ioscale_handshake_errors_total", { code: "4" }), 5);
+  await node.waitForLine((l) => /origin not allowed/.test(l) && /count=4\b/.test(l), { label: "the 4th refusal's line" });
+  const lines = node.lines().filter((l) => /origin not allowed/.test(l));
+  t.diagnostic(JSON.stringify(lines));
+  // Counts 1, 2 and 4: a flood cannot flood the log.
+  assert.deepEqual(lines.map((l) => /count=(\d+)/.exec(l)?.[1]), ["1", "2", "4"]);
+  for (const line of lines) {
+    assert.match(line, / WARN /);
+    assert.match(line, /origin=https:\/\/evil\.example/);
+    assert.match(line, /--allowed-origins/);
+    assert.match(line, /remote=127\.0\.0\.1:\d+/);
+  }
+});
