@@ -209,6 +209,21 @@ impl Balancer {
             let timeout = Duration::from_millis(self.options.response_timeout);
             let failed = tokio::select! {
                 answer = pending => match answer {
+                    // A draining node (or one at its --max-connections) refuses new sessions
+                    // with 503 while it still serves its own: another node may take this one.
+                    Ok(response)
+                        if opens_session
+                            && retryable
+                            && response.status() == StatusCode::SERVICE_UNAVAILABLE =>
+                    {
+                        tracing::debug!(backend = %backend.address, "node refused a new session: trying another");
+                        let another = (0..self.backends.len())
+                            .any(|other| !tried.contains(&other) && self.backends[other].available());
+                        if !another {
+                            break (index, response);
+                        }
+                        continue;
+                    }
                     Ok(response) => break (index, response),
                     Err(error) => {
                         tracing::warn!(backend = %backend.address, %error, "node request failed");
