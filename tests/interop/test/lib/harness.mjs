@@ -4,7 +4,7 @@
 // The servers are started with `startServer` from ./server.mjs, which looks for the binaries in
 // $IOSCALE_TARGET_DIR (default: <repo>/target/release). To run this suite against another
 // implementation that follows the same CLI contract, point that variable at a directory holding
-// `ioscale` and `examples/interop_server`.
+// `ioscale` and `interop_server`.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { io, Manager } from "socket.io-client";
@@ -189,7 +189,7 @@ export function harness(t) {
 function requireBinary(binary) {
   const p = binaryPath(binary);
   if (!existsSync(p)) {
-    throw new Error(`${p} does not exist: build it (cargo build --release --examples) or set IOSCALE_TARGET_DIR`);
+    throw new Error(`${p} does not exist: build it (cargo build --release --workspace --bins) or set IOSCALE_TARGET_DIR`);
   }
 }
 
