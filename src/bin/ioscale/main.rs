@@ -4,6 +4,7 @@ mod app;
 mod bench;
 mod cluster;
 mod config;
+mod env_file;
 mod lb;
 mod logging;
 mod ops;
@@ -18,8 +19,14 @@ use config::{Cli, Command};
 
 fn main() -> ExitCode {
     // `.env` never overrides the real environment, and flags override both (clap).
-    let _ = dotenvy::dotenv();
+    if let Err(message) = env_file::load() {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
+    if let Err(error) = cli.check() {
+        error.exit();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -194,13 +194,13 @@ function requireBinary(binary) {
 }
 
 /**
- * Spawns `binary args...` with the given extra environment. Returns { proc, output(), stderr(),
+ * Spawns `binary args...` with the given extra environment (in `cwd` if given). Returns { proc, output(), stderr(),
  * exited: Promise<{code, signal}>, listening(timeoutMs): Promise<port>, kill() }.
  */
-export function spawnBinary(binary, args, { env = {}, unsetEnv = [] } = {}) {
+export function spawnBinary(binary, args, { env = {}, unsetEnv = [], cwd } = {}) {
   const fullEnv = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info", NO_COLOR: "1", ...env };
   for (const k of unsetEnv) delete fullEnv[k];
-  const proc = spawn(binaryPath(binary), args, { env: fullEnv, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(binaryPath(binary), args, { env: fullEnv, cwd, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   let stderr = "";
   proc.stdout.on("data", (c) => (output += c.toString()));
