@@ -57,6 +57,12 @@ pub enum Command {
     /// Run N worker nodes and the balancer in one command (needs Redis).
     Cluster(ClusterOptions),
     /// Measure: N clients, broadcast latency, loss, order, server memory and CPU.
+    #[command(
+        after_help = "Exit status: 0 when every client connected and every message \
+        reached every client once and in order; 1 on an error (such as an unresolvable URL); \
+        2 on a bad option; 3 when a client did not connect (none listening, refused, timed \
+        out); 4 when a message was lost, duplicated or reordered."
+    )]
     Bench(crate::bench::BenchOptions),
 }
 

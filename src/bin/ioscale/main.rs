@@ -45,14 +45,15 @@ fn main() -> ExitCode {
     }
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(options) => app::serve(options).await,
-            Command::Lb(options) => lb::command::run(options).await,
-            Command::Cluster(options) => cluster::run(options).await,
+            Command::Serve(options) => app::serve(options).await.map(|()| ExitCode::SUCCESS),
+            Command::Lb(options) => lb::command::run(options).await.map(|()| ExitCode::SUCCESS),
+            Command::Cluster(options) => cluster::run(options).await.map(|()| ExitCode::SUCCESS),
+            // Its verdict decides: see `ioscale bench --help`.
             Command::Bench(options) => bench::run(options).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             if logs.is_some() {
                 tracing::error!("{error:#}");
