@@ -8,11 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-5000}
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-cargo build --release --quiet --bin ioscale --example heap_census
+cargo build --release --quiet --workspace --bin ioscale --bin heap_census
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/release/examples/heap_census --port "$port" 2>"$out/census.log" &
+target/release/heap_census --port "$port" 2>"$out/census.log" &
 pid=$!
 for _ in $(seq 100); do grep -qs "listening on" "$out/census.log" && break; sleep 0.1; done
 sleep 0.5

@@ -60,7 +60,8 @@ run_cluster() { # name
   echo "== $name x3 ($MODE): $CLIENTS clients, burst of $MESSAGES broadcasts" >&2
   local pid_args=(); for p in "${pids[@]}"; do pid_args+=(--pid "$p"); done
   target/release/ioscale bench "${urls[@]}" --clients "$CLIENTS" --senders 1 --messages "$MESSAGES" \
-    --interval-us "$INTERVAL_US" --connect-rate 2000 --drain-timeout 90 "${pid_args[@]}" --json >"$out/$name.json"
+    --interval-us "$INTERVAL_US" --connect-rate 2000 --drain-timeout 90 "${pid_args[@]}" --json >"$out/$name.json" \
+    || echo "   ioscale bench exited with $? (3: clients did not connect, 4: messages lost; see the verdict)" >&2
   echo "SPUBLISH calls per master (port:calls): $(spublish_counts)" >&2
   kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
 }

@@ -39,7 +39,8 @@ run_one() { # name, command...
   local busy_before; busy_before=$(busy_ticks)
   target/release/ioscale bench --url "http://127.0.0.1:$port" --clients "$CLIENTS" \
     --senders 1 --messages "$MESSAGES" --interval-us "$INTERVAL_US" --connect-rate 0 \
-    --drain-timeout 60 --pid "$pid" --json >"$out/$name.json"
+    --drain-timeout 60 --pid "$pid" --json >"$out/$name.json" \
+    || echo "   ioscale bench exited with $? (3: clients did not connect, 4: messages lost; see the verdict)" >&2
   echo $(($(busy_ticks) - busy_before)) >"$out/$name.busy"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   cat "$out/$name.json"

@@ -4,7 +4,7 @@
 //! `docs/benchmarks.md`:
 //!
 //! ```sh
-//! cargo run --release --example heap_census -- --port 3000 &
+//! cargo run --release -p ioscale-examples --bin heap_census -- --port 3000 &
 //! kill -USR1 $!                                    # baseline
 //! ioscale bench --url http://127.0.0.1:3000 --clients 5000 --hold 30 ... &
 //! kill -USR1 $!                                    # while the clients are held

@@ -1,5 +1,5 @@
 //! A server exercising the library API, driven by the interop tests with the official
-//! `socket.io-client`. Run: `cargo run --example interop_server -- --port 3000`.
+//! `socket.io-client`. Run: `cargo run -p ioscale-examples --bin interop_server -- --port 3000`.
 //!
 //! Namespaces `/`, `/admin` (middleware: auth `{token:"secret"}` only) and dynamic
 //! `/dyn-<digits>`. Events: `echo`, `echo-ack`, `join`, `leave`, `get-rooms`, `broadcast`,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use ioscale::IoConfig;
 use ioscale::adapter::redis::sharded::{ShardedCluster, ShardedConfig, SubscriptionMode};
 use ioscale::adapter::redis::{RedisCluster, RedisConfig, RedisLink};
@@ -21,6 +21,31 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Checks what clap's parsers do not: the TLS files, read and matched now so that a bad
+    /// one exits 2 naming its option, as any bad value does.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        let (name, tls) = match &self.command {
+            Command::Serve(options) => ("serve", &options.tls),
+            Command::Lb(options) => ("lb", &options.tls),
+            Command::Cluster(options) => ("cluster", &options.tls),
+            Command::Bench(_) => return Ok(()),
+        };
+        tls.check().map_err(|(option, message)| {
+            let (kind, message) = (
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{option}': {message}"),
+            );
+            let mut cli = Cli::command();
+            cli.build();
+            match cli.find_subcommand_mut(name) {
+                Some(command) => command.error(kind, message),
+                None => cli.error(kind, message),
+            }
+        })
+    }
+}
+
 // Parsed once at startup: the size of the largest variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
@@ -32,19 +57,26 @@ pub enum Command {
     /// Run N worker nodes and the balancer in one command (needs Redis).
     Cluster(ClusterOptions),
     /// Measure: N clients, broadcast latency, loss, order, server memory and CPU.
+    #[command(
+        after_help = "Exit status: 0 when every client connected and every message \
+        reached every client once and in order; 1 on an error (such as an unresolvable URL); \
+        2 on a bad option; 3 when a client did not connect (none listening, refused, timed \
+        out); 4 when a message was lost, duplicated or reordered."
+    )]
     Bench(crate::bench::BenchOptions),
 }
 
-/// How requests of one Socket.IO session stick to one node.
+/// How requests of one Socket.IO session stick to one node. (Plain comments on the variants:
+/// documented values would switch `--help` to its long, ungrouped-looking layout.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sticky {
-    /// By session id, learned from each handshake the balancer forwards.
+    // By session id, learned from each handshake the balancer forwards.
     Sid,
-    /// By a cookie naming the node, set by the balancer on handshakes.
+    // By a cookie naming the node, set by the balancer on handshakes.
     Cookie,
-    /// By a hash of the client's IP address.
+    // By a hash of the client's IP address.
     Ip,
-    /// No stickiness (breaks HTTP long-polling; for testing).
+    // No stickiness (breaks HTTP long-polling; for testing).
     None,
 }
 
@@ -57,8 +89,10 @@ pub enum Policy {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Balancer")]
 pub struct BalancerOptions {
-    /// Stickiness mode.
+    /// Stickiness: sid (learned from handshakes), cookie (set by the balancer), ip (client IP
+    /// hash), none (breaks long-polling; for tests).
     #[arg(long, env = "LB_STICKY", value_enum, default_value_t = Sticky::Sid)]
     pub sticky: Sticky,
     /// Node choice for new sessions.
@@ -105,16 +139,21 @@ pub struct BalancerOptions {
 #[derive(Debug, Args)]
 pub struct LbOptions {
     /// Public TCP port (0 picks a free one).
-    #[arg(long, env = "PORT", default_value_t = 8080)]
+    #[arg(help_heading = "Network", long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
     /// Address to bind.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    #[arg(
+        help_heading = "Network",
+        long,
+        env = "HOST",
+        default_value = "0.0.0.0"
+    )]
     pub host: std::net::IpAddr,
     /// A node, `host:port`; repeat for each (or a comma list in BACKENDS).
-    #[arg(long = "backend", env = "BACKENDS", value_delimiter = ',', required = true, value_parser = backend)]
+    #[arg(help_heading = "Balancer", long = "backend", env = "BACKENDS", value_delimiter = ',', required = true, value_parser = backend)]
     pub backends: Vec<String>,
     /// Serve the balancer's /health and /metrics on this port.
-    #[arg(long, env = "OPS_PORT")]
+    #[arg(help_heading = "Operations", long, env = "OPS_PORT")]
     pub ops_port: Option<u16>,
     #[command(flatten)]
     pub balancer: BalancerOptions,
@@ -127,29 +166,34 @@ pub struct LbOptions {
 #[derive(Debug, Args)]
 pub struct ClusterOptions {
     /// Number of worker nodes.
-    #[arg(long, env = "WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(help_heading = "Cluster", long, env = "WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
     /// Public TCP port of the balancer (0 picks a free one).
-    #[arg(long, env = "PORT", default_value_t = 3000)]
+    #[arg(help_heading = "Network", long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
     /// Address to bind.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    #[arg(
+        help_heading = "Network",
+        long,
+        env = "HOST",
+        default_value = "0.0.0.0"
+    )]
     pub host: std::net::IpAddr,
     /// Redis URL shared by the workers (required: without it they would not see each other).
     /// With `--redis-mode sharded`: the Redis Cluster's seed nodes (repeat, or a comma list).
-    #[arg(long, env = "REDIS_URL", value_parser = redis_url, value_delimiter = ',')]
+    #[arg(help_heading = "Redis cluster", long, env = "REDIS_URL", value_parser = redis_url, value_delimiter = ',')]
     pub redis_url: Vec<String>,
     #[command(flatten)]
     pub redis_mode: RedisModeOptions,
     /// Seconds to wait for Redis at startup before refusing to start.
-    #[arg(long, env = "REDIS_WAIT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(help_heading = "Redis cluster", long, env = "REDIS_WAIT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub redis_wait: u64,
     /// Seconds a graceful shutdown may take (each worker's --shutdown-timeout).
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    #[arg(help_heading = "Operations", long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout: u64,
     /// Serve the cluster's /health, /ready, /metrics (balancer and every worker), /workers
     /// and /stats on this port.
-    #[arg(long, env = "OPS_PORT")]
+    #[arg(help_heading = "Operations", long, env = "OPS_PORT")]
     pub ops_port: Option<u16>,
     #[command(flatten)]
     pub balancer: BalancerOptions,
@@ -166,14 +210,15 @@ pub struct ClusterOptions {
 /// Which Redis adapter a node uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum RedisMode {
-    /// One Redis server (or a primary with replicas behind Sentinel): Node's `createAdapter`.
+    // One Redis server (or a primary with replicas behind Sentinel): Node's `createAdapter`.
     #[default]
     Classic,
-    /// A Redis Cluster with sharded pub/sub (Redis 7+): Node's `createShardedAdapter`.
+    // A Redis Cluster with sharded pub/sub (Redis 7+): Node's `createShardedAdapter`.
     Sharded,
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Redis cluster")]
 pub struct RedisModeOptions {
     /// Redis adapter: `classic` (one Redis) or `sharded` (Redis Cluster, sharded pub/sub).
     #[arg(long, env = "REDIS_MODE", value_enum, default_value_t = RedisMode::Classic)]
@@ -210,65 +255,79 @@ impl RedisModeOptions {
 #[derive(Debug, Args)]
 pub struct ServeOptions {
     /// TCP port to listen on (0 picks a free one).
-    #[arg(long, env = "PORT", default_value_t = 3000)]
+    #[arg(help_heading = "Network", long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
     /// Address to bind.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    #[arg(
+        help_heading = "Network",
+        long,
+        env = "HOST",
+        default_value = "0.0.0.0"
+    )]
     pub host: std::net::IpAddr,
     /// This node's id in logs, `server-info` and cluster stats [default: server-<pid>].
-    #[arg(long, env = "SERVER_ID", value_parser = non_empty)]
+    #[arg(help_heading = "Network", long, env = "SERVER_ID", value_parser = non_empty)]
     pub server_id: Option<String>,
     /// Redis URL for the cluster adapter; without it the node runs alone (in-memory adapter).
     /// With `--redis-mode sharded`: the Redis Cluster's seed nodes (repeat, or a comma list).
-    #[arg(long, env = "REDIS_URL", value_parser = redis_url, value_delimiter = ',')]
+    #[arg(help_heading = "Redis cluster", long, env = "REDIS_URL", value_parser = redis_url, value_delimiter = ',')]
     pub redis_url: Vec<String>,
     #[command(flatten)]
     pub redis_mode: RedisModeOptions,
     /// Allowed origins, comma separated; `*` allows any. Unset: same origin only.
-    #[arg(long, env = "ALLOWED_ORIGINS")]
+    #[arg(help_heading = "Network", long, env = "ALLOWED_ORIGINS")]
     pub allowed_origins: Option<String>,
     /// Milliseconds between server pings.
-    #[arg(long, env = "PING_INTERVAL", default_value_t = 25_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(help_heading = "Protocol", long, env = "PING_INTERVAL", default_value_t = 25_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub ping_interval: u64,
     /// Milliseconds a client has to answer a ping.
-    #[arg(long, env = "PING_TIMEOUT", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(help_heading = "Protocol", long, env = "PING_TIMEOUT", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub ping_timeout: u64,
     /// Largest accepted message or polling body, in bytes.
-    #[arg(long, env = "MAX_HTTP_BUFFER_SIZE", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    #[arg(help_heading = "Protocol", long, env = "MAX_HTTP_BUFFER_SIZE", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
     pub max_http_buffer_size: u64,
     /// Milliseconds a new connection has to join a namespace.
-    #[arg(long, env = "CONNECT_TIMEOUT", default_value_t = 45_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(help_heading = "Protocol", long, env = "CONNECT_TIMEOUT", default_value_t = 45_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
     /// Socket.IO request path.
-    #[arg(long, env = "SOCKETIO_PATH", default_value = "/socket.io/", value_parser = request_path)]
+    #[arg(help_heading = "Network", long, env = "SOCKETIO_PATH", default_value = "/socket.io/", value_parser = request_path)]
     pub path: String,
     /// Allowed transports, comma separated: polling, websocket.
-    #[arg(long, env = "TRANSPORTS", default_value = "polling,websocket", value_parser = transports)]
+    #[arg(help_heading = "Network", long, env = "TRANSPORTS", default_value = "polling,websocket", value_parser = transports)]
     pub transports: Transports,
     /// Set the `io` cookie on handshakes (for cookie-based sticky sessions).
-    #[arg(long, env = "COOKIE")]
+    #[arg(help_heading = "Network", long, env = "COOKIE")]
     pub cookie: bool,
     /// Bound of each client's outbound queue in bytes; a client past it is disconnected.
-    #[arg(long, env = "MAX_BUFFERED_BYTES", default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    #[arg(help_heading = "Limits", long, env = "MAX_BUFFERED_BYTES", default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_buffered_bytes: u64,
     /// Channel prefix of the Redis adapter (`key` in Node's adapter).
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "socket.io", value_parser = non_empty)]
+    #[arg(help_heading = "Redis cluster", long, env = "REDIS_KEY_PREFIX", default_value = "socket.io", value_parser = non_empty)]
     pub redis_key_prefix: String,
     /// Milliseconds cluster requests (fetch sockets, all rooms, server-side acks) wait.
-    #[arg(long, env = "REDIS_REQUESTS_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(help_heading = "Redis cluster", long, env = "REDIS_REQUESTS_TIMEOUT", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub redis_requests_timeout: u64,
     /// Answer cluster requests on the requester's own response channel
     /// (`publishOnSpecificResponseChannel`).
-    #[arg(long, env = "REDIS_SPECIFIC_RESPONSE_CHANNEL")]
+    #[arg(
+        help_heading = "Redis cluster",
+        long,
+        env = "REDIS_SPECIFIC_RESPONSE_CHANNEL"
+    )]
     pub redis_specific_response_channel: bool,
     /// Serve /health, /ready, /metrics and /stats on this port instead of the main one.
-    #[arg(long, env = "OPS_PORT")]
+    #[arg(help_heading = "Operations", long, env = "OPS_PORT")]
     pub ops_port: Option<u16>,
     /// Seconds a graceful shutdown may take before the process exits anyway.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    #[arg(help_heading = "Operations", long, env = "SHUTDOWN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout: u64,
     /// Seconds between stats log lines (0 turns them off).
-    #[arg(long, env = "STATS_INTERVAL", default_value_t = 30)]
+    #[arg(
+        help_heading = "Operations",
+        long,
+        env = "STATS_INTERVAL",
+        default_value_t = 30
+    )]
     pub stats_interval: u64,
     #[command(flatten)]
     pub log: LogOptions,
@@ -282,6 +341,7 @@ pub struct ServeOptions {
 
 /// JWT authentication of connections (off unless a secret or a public key is given).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Auth")]
 pub struct AuthOptions {
     /// Verify `auth.token` as an HS256 JWT with this shared secret.
     #[arg(
@@ -340,6 +400,7 @@ impl AuthOptions {
 /// Limits a public endpoint needs (each refusal is counted in
 /// `ioscale_limit_rejections_total{limit}` and logged).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits")]
 pub struct LimitOptions {
     /// Most open connections on this node (handshakes beyond get 503) [default: unlimited].
     #[arg(long, env = "MAX_CONNECTIONS")]
@@ -388,6 +449,7 @@ impl LimitOptions {
 
 /// TLS on the public listener (rustls), for deployments without a terminating proxy.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "TLS")]
 pub struct TlsOptions {
     /// PEM certificate chain; with --tls-key the listener speaks HTTPS/WSS.
     #[arg(long, env = "TLS_CERT", requires = "tls_key")]
@@ -404,10 +466,38 @@ impl TlsOptions {
             _ => Ok(None),
         }
     }
+
+    /// `Err((option, reason))` when a file cannot be read, holds no PEM certificate or key,
+    /// or the key does not belong to the certificate.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(());
+        };
+        let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
+        let chain = read(cert)
+            .and_then(|pem| {
+                CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("{cert}: {e}"))
+            })
+            .map_err(|e| ("--tls-cert", e))?;
+        if chain.is_empty() {
+            return Err(("--tls-cert", format!("no PEM certificate in {cert}")));
+        }
+        read(key)
+            .and_then(|pem| PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("{key}: {e}")))
+            .map_err(|e| ("--tls-key", e))?;
+        ioscale::http::tls_acceptor(cert, key)
+            .map(drop)
+            .map_err(|e| ("--tls-key", format!("{e} (is it the key of --tls-cert?)")))
+    }
 }
 
 /// Logging options (levels come from `RUST_LOG`).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Logging")]
 pub struct LogOptions {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -4,6 +4,7 @@ mod app;
 mod bench;
 mod cluster;
 mod config;
+mod env_file;
 mod lb;
 mod logging;
 mod ops;
@@ -19,10 +20,16 @@ use config::{Cli, Command};
 fn main() -> ExitCode {
     // `.env` never overrides the real environment, and flags override both (clap). The
     // workers of `ioscale cluster` read neither: their options come from the cluster.
-    if !cluster::as_worker() {
-        let _ = dotenvy::dotenv();
+    if !cluster::as_worker()
+        && let Err(message) = env_file::load()
+    {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
     }
     let cli = Cli::parse();
+    if let Err(error) = cli.check() {
+        error.exit();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -41,14 +48,15 @@ fn main() -> ExitCode {
     }
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(options) => app::serve(options).await,
-            Command::Lb(options) => lb::command::run(options).await,
-            Command::Cluster(options) => cluster::run(options).await,
+            Command::Serve(options) => app::serve(options).await.map(|()| ExitCode::SUCCESS),
+            Command::Lb(options) => lb::command::run(options).await.map(|()| ExitCode::SUCCESS),
+            Command::Cluster(options) => cluster::run(options).await.map(|()| ExitCode::SUCCESS),
+            // Its verdict decides: see `ioscale bench --help`.
             Command::Bench(options) => bench::run(options).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             if logs.is_some() {
                 tracing::error!("{error:#}");

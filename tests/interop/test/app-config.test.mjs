@@ -1,9 +1,16 @@
 // `ioscale serve` configuration: --path, --transports, ping settings, --max-http-buffer-size,
-// --connect-timeout, bad flag values (exit code 2 naming the option), env vars and CLI > env.
+// --connect-timeout, bad flag values (exit code 2 naming the option), env vars and CLI > env,
+// the `.env` file (a malformed line exits 2 naming file:line), TLS files checked as options, and
+// `--help` grouped under headings.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { test } from "node:test";
 import { MODES, connectError, connected, harness, next, waitFor, within } from "./lib/harness.mjs";
+import { binaryPath } from "./lib/server.mjs";
 
 test("--path: clients on that path connect, clients on the default path do not", { timeout: 30000 }, async (t) => {
   const h = harness(t);
@@ -258,4 +265,105 @@ test("env PING_INTERVAL, PING_TIMEOUT, SOCKETIO_PATH and TRANSPORTS configure th
   assert.deepEqual(hsB.upgrades, ["websocket"], "--transports wins");
   const envPath = h.client(fromCli.url, { ...MODES.websocket, path: "/env-path/" });
   await connectError(envPath);
+});
+
+/** A fresh directory, removed at the end of the test. */
+function tempDir(t) {
+  const dir = mkdtempSync(path.join(tmpdir(), "ioscale-config-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test(".env in the working directory configures the server (the environment wins over it)", { timeout: 20000 }, async (t) => {
+  const h = harness(t);
+  const dir = tempDir(t);
+  writeFileSync(path.join(dir, ".env"), "# comment\nSERVER_ID=from-dotenv\nPING_INTERVAL=\"1234\"\nPORT=1\n");
+  // PORT from the environment wins over the .env's unusable port 1.
+  const run = h.spawn("ioscale", ["serve"], { cwd: dir, env: { PORT: "0" }, unsetEnv: ["SERVER_ID", "PING_INTERVAL"] });
+  const port = await run.listening();
+  const socket = h.client(`http://127.0.0.1:${port}`, MODES.websocket);
+  const [hs] = await waitFor(socket.io.engine, "handshake");
+  const info = next(socket, "server-info");
+  await connected(socket);
+  assert.equal((await info).serverId, "from-dotenv");
+  assert.equal(hs.pingInterval, 1234);
+});
+
+test("a malformed .env line exits 2 naming the file and the line number", { timeout: 20000 }, async (t) => {
+  const h = harness(t);
+  const dir = tempDir(t);
+  writeFileSync(path.join(dir, ".env"), "SERVER_ID=fine\n\n# a comment\nMAX CONNECTIONS=10\nPORT=0\n");
+  const run = h.spawn("ioscale", ["serve", "--port", "0"], { cwd: dir });
+  const { code } = await within(15000, run.exited, "ioscale serve with a malformed .env");
+  assert.equal(code, 2, `exit code; output:\n${run.output()}`);
+  assert.ok(run.stderr().includes(`${path.join(dir, ".env")}:4: malformed line`), `stderr names .env:4:\n${run.stderr()}`);
+  assert.doesNotMatch(run.output(), /listening on/);
+});
+
+/** A self-signed certificate and its key, and the key of another certificate. */
+function tlsFiles(t) {
+  const dir = tempDir(t);
+  const files = { cert: path.join(dir, "cert.pem"), key: path.join(dir, "key.pem"), otherCert: path.join(dir, "other.pem"), otherKey: path.join(dir, "other-key.pem") };
+  for (const [cert, key] of [[files.cert, files.key], [files.otherCert, files.otherKey]]) {
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+      "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1"], { stdio: "ignore" });
+  }
+  return files;
+}
+
+const tlsCommands = {
+  serve: ["serve", "--port", "0"],
+  lb: ["lb", "--port", "0", "--backend", "127.0.0.1:1"],
+  cluster: ["cluster", "--port", "0", "--workers", "1", "--redis-url", "redis://127.0.0.1:1"],
+};
+
+for (const [name, args] of Object.entries(tlsCommands)) {
+  test(`${name}: a bad TLS file exits 2 naming --tls-cert or --tls-key`, { timeout: 30000 }, async (t) => {
+    const h = harness(t);
+    const files = tlsFiles(t);
+    const cases = [
+      ["/nonexistent/cert.pem", files.key, "--tls-cert", /cannot read \/nonexistent\/cert\.pem/],
+      [files.key, files.key, "--tls-cert", /no PEM certificate/],
+      [files.cert, "/nonexistent/key.pem", "--tls-key", /cannot read \/nonexistent\/key\.pem/],
+      [files.cert, files.otherKey, "--tls-key", /is it the key of --tls-cert/],
+    ];
+    for (const [cert, key, option, reason] of cases) {
+      const run = h.spawn("ioscale", [...args, "--tls-cert", cert, "--tls-key", key]);
+      const { code } = await within(15000, run.exited, `ioscale ${name} --tls-cert ${cert} --tls-key ${key}`);
+      assert.equal(code, 2, `exit code; output:\n${run.output()}`);
+      assert.ok(run.stderr().includes(`invalid value for '${option}'`), `stderr names ${option}:\n${run.stderr()}`);
+      assert.match(run.stderr(), reason);
+      assert.doesNotMatch(run.output(), /listening on/);
+    }
+  });
+}
+
+/** `--help` of a command as { heading: [options] }, and its line count. */
+function helpGroups(args) {
+  const text = execFileSync(binaryPath("ioscale"), args, { encoding: "utf8" });
+  const groups = {};
+  let heading = null;
+  for (const line of text.split("\n")) {
+    const m = line.match(/^(\S[^:]*):$/);
+    if (m) heading = groups[m[1]] = [];
+    const option = line.match(/^\s+(?:-\w, )?(--[\w-]+)/);
+    if (option && heading) heading.push(option[1]);
+  }
+  return { groups, lines: text.split("\n").length };
+}
+
+test("serve, lb and cluster --help group their options under headings", { timeout: 20000 }, () => {
+  const serve = helpGroups(["serve", "--help"]);
+  for (const [heading, option] of [["Network", "--port"], ["Network", "--allowed-origins"], ["Protocol", "--ping-interval"], ["Redis cluster", "--redis-url"], ["Redis cluster", "--redis-mode"], ["Limits", "--max-connections"], ["Auth", "--auth-jwt-secret"], ["TLS", "--tls-cert"], ["Operations", "--ops-port"], ["Logging", "--log-format"]]) {
+    assert.ok(serve.groups[heading]?.includes(option), `serve --help: ${option} under "${heading}:" in ${JSON.stringify(serve.groups)}`);
+  }
+  assert.ok(serve.lines < 150, `serve --help is ${serve.lines} lines`);
+  const lb = helpGroups(["lb", "--help"]);
+  for (const [heading, option] of [["Network", "--port"], ["Balancer", "--backend"], ["Balancer", "--sticky"], ["TLS", "--tls-key"], ["Operations", "--ops-port"], ["Logging", "--log-format"]]) {
+    assert.ok(lb.groups[heading]?.includes(option), `lb --help: ${option} under "${heading}:" in ${JSON.stringify(lb.groups)}`);
+  }
+  const cluster = helpGroups(["cluster", "--help"]);
+  for (const [heading, option] of [["Cluster", "--workers"], ["Redis cluster", "--redis-url"], ["Balancer", "--policy"], ["TLS", "--tls-cert"]]) {
+    assert.ok(cluster.groups[heading]?.includes(option), `cluster --help: ${option} under "${heading}:" in ${JSON.stringify(cluster.groups)}`);
+  }
 });

@@ -86,7 +86,7 @@ describe("TLS", () => {
   it("a certificate that cannot be read fails the start with a clear message", { timeout: 10000 }, async (t) => {
     await assert.rejects(
       startServer("ioscale", ["serve", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"], { t }),
-      /exited with 1[\s\S]*cannot read \/nonexistent\/cert\.pem/,
+      /exited with 2[\s\S]*invalid value for '--tls-cert': cannot read \/nonexistent\/cert\.pem/,
     );
   });
 });

@@ -5,9 +5,11 @@
 
 mod client;
 mod polling;
+mod report;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,7 +18,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use client::{ClientPlan, message_text, pace};
@@ -63,7 +64,7 @@ pub struct BenchOptions {
     /// A server process to measure (RSS and CPU); repeat for several.
     #[arg(long = "pid")]
     pub pids: Vec<u32>,
-    /// Print the result as JSON.
+    /// Print the result as one JSON object (for scripts) instead of the table, and no progress.
     #[arg(long)]
     pub json: bool,
 }
@@ -202,6 +203,20 @@ impl Progress {
         Progress { bar, quiet: json }
     }
 
+    /// Shows `line()` at once (every phase is announced, even one that is over at once) and
+    /// then every second until `finished()`.
+    async fn watch(&self, mut finished: impl FnMut() -> bool, line: impl Fn() -> String) {
+        let mut last_shown = Instant::now();
+        self.show(&line());
+        while !finished() {
+            if last_shown.elapsed() >= Duration::from_secs(1) {
+                self.show(&line());
+                last_shown = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn show(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(line.to_owned()),
@@ -217,7 +232,12 @@ impl Progress {
     }
 }
 
-pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+/// Exit status of a run whose clients did not all connect (see `--help`).
+pub const EXIT_CONNECT_FAILED: u8 = 3;
+/// Exit status of a run where messages were lost, duplicated or reordered.
+pub const EXIT_DELIVERY_FAILED: u8 = 4;
+
+pub async fn run(options: BenchOptions) -> anyhow::Result<ExitCode> {
     if options.senders > options.clients {
         bail!("--senders must not exceed --clients");
     }
@@ -290,33 +310,47 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(options.connect_timeout + 1);
-    let mut last_report = Instant::now();
-    loop {
-        let done = shared.connected.load(Ordering::Relaxed)
-            + shared.connect_failed.load(Ordering::Relaxed);
-        if done as usize >= options.clients || Instant::now() > deadline {
-            break;
-        }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            progress.show(&format!(
-                "connecting: {} connected, {} failed",
-                shared.connected.load(Ordering::Relaxed),
-                shared.connect_failed.load(Ordering::Relaxed)
-            ));
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let connected_now = || shared.connected.load(Ordering::Relaxed);
+    let failed_now = || shared.connect_failed.load(Ordering::Relaxed);
+    progress
+        .watch(
+            || {
+                (connected_now() + failed_now()) as usize >= options.clients
+                    || Instant::now() > deadline
+            },
+            || {
+                format!(
+                    "connecting: {} of {} connected, {} failed",
+                    connected_now(),
+                    options.clients,
+                    failed_now()
+                )
+            },
+        )
+        .await;
     let connect_elapsed = connect_started.elapsed();
-    let connected = shared.connected.load(Ordering::Relaxed);
+    let connected = connected_now();
     progress.show(&format!(
         "connected {connected} of {} in {:.2} s",
         options.clients,
         connect_elapsed.as_secs_f64()
     ));
-    if options.hold > 0 {
-        progress.show(&format!("holding idle connections for {} s", options.hold));
-        tokio::time::sleep(Duration::from_secs(options.hold)).await;
+    // Nobody to send to or to measure: the report says why.
+    let anyone = connected > 0;
+    if options.hold > 0 && anyone {
+        let until = Instant::now() + Duration::from_secs(options.hold);
+        progress
+            .watch(
+                || Instant::now() >= until,
+                || {
+                    let left = until.saturating_duration_since(Instant::now());
+                    format!(
+                        "holding idle connections: {connected} for {} s more",
+                        left.as_secs_f64().ceil()
+                    )
+                },
+            )
+            .await;
     }
     let usage_connected: Vec<_> = options.pids.iter().map(|pid| process_usage(*pid)).collect();
 
@@ -327,6 +361,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let sending: Vec<_> = senders
         .into_iter()
         .enumerate()
+        .filter(|_| anyone)
         .map(|(sender, channel)| {
             tokio::spawn(async move {
                 let start = tokio::time::Instant::now();
@@ -341,22 +376,28 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             })
         })
         .collect();
-    for task in sending {
-        let _ = task.await;
-    }
     let expected = (options.senders * options.messages) as u64 * connected;
+    let to_send = (options.senders * options.messages) as u64;
+    let received_now = || shared.received.load(Ordering::Relaxed);
+    progress
+        .watch(
+            || sending.iter().all(|task| task.is_finished()),
+            || {
+                format!(
+                    "sending: {} of {to_send} messages sent, {} of {expected} delivered",
+                    shared.sent.load(Ordering::Relaxed),
+                    received_now()
+                )
+            },
+        )
+        .await;
     let drain_deadline = Instant::now() + Duration::from_secs(options.drain_timeout);
-    let mut last_report = Instant::now();
-    while shared.received.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            progress.show(&format!(
-                "delivering: {} of {expected}",
-                shared.received.load(Ordering::Relaxed)
-            ));
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    progress
+        .watch(
+            || received_now() >= expected || Instant::now() >= drain_deadline,
+            || format!("delivering: {} of {expected}", received_now()),
+        )
+        .await;
     let broadcast_elapsed = send_started.elapsed();
     let usage_after: Vec<_> = options.pids.iter().map(|pid| process_usage(*pid)).collect();
     progress.finish();
@@ -365,84 +406,27 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
 
-    let received = shared.received.load(Ordering::Relaxed);
-    let latencies = shared.latencies.lock();
-    let connect_times = shared.connect_times.lock();
-    let servers: Vec<_> = options
-        .pids
-        .iter()
-        .enumerate()
-        .map(|(i, pid)| {
-            let before = usage_before[i];
-            let connected = usage_connected[i];
-            let after = usage_after[i];
-            let per_connection_kib = match (before, connected) {
-                (Some((b, _)), Some((c, _))) if connected_count(&shared, options.pids.len()) > 0 => {
-                    Some((c as f64 - b as f64) / connected_count(&shared, options.pids.len()) as f64)
-                }
-                _ => None,
-            };
-            let broadcast_cpu = match (connected, after) {
-                (Some((_, c)), Some((_, a))) => Some(a - c),
-                _ => None,
-            };
-            json!({
-                "pid": pid,
-                "rssKibBefore": before.map(|u| u.0),
-                "rssKibConnected": connected.map(|u| u.0),
-                "rssKibAfter": after.map(|u| u.0),
-                "rssKibPerConnection": per_connection_kib,
-                "cpuSecondsConnecting": match (before, connected) { (Some(b), Some(c)) => Some(c.1 - b.1), _ => None },
-                "cpuSecondsBroadcast": broadcast_cpu,
-            })
-        })
-        .collect();
-    let server_cpu_broadcast: f64 = servers
-        .iter()
-        .filter_map(|s| s["cpuSecondsBroadcast"].as_f64())
-        .sum();
-    let report = json!({
-        "clients": options.clients,
-        "connected": connected,
-        "connectFailed": shared.connect_failed.load(Ordering::Relaxed),
-        "connectSeconds": connect_elapsed.as_secs_f64(),
-        "connectRate": connected as f64 / connect_elapsed.as_secs_f64().max(1e-9),
-        "connectMicros": {"p50": connect_times.value_at_quantile(0.5), "p99": connect_times.value_at_quantile(0.99), "max": connect_times.max()},
-        "perServer": *shared.per_server.lock(),
-        "senders": options.senders,
-        "messagesPerSender": options.messages,
-        "sent": shared.sent.load(Ordering::Relaxed),
-        "expected": expected,
-        "received": received,
-        "lost": expected.saturating_sub(received),
-        "duplicates": shared.duplicates.load(Ordering::Relaxed),
-        "reordered": shared.reordered.load(Ordering::Relaxed),
-        "disconnected": shared.disconnected.load(Ordering::Relaxed),
-        "broadcastSeconds": broadcast_elapsed.as_secs_f64(),
-        "deliveriesPerSecond": received as f64 / broadcast_elapsed.as_secs_f64().max(1e-9),
-        "latencyMicros": {
-            "p50": latencies.value_at_quantile(0.5),
-            "p90": latencies.value_at_quantile(0.9),
-            "p99": latencies.value_at_quantile(0.99),
-            "max": latencies.max(),
-        },
-        "servers": servers,
-        "serverCpuMicrosPerDelivery": (received > 0 && server_cpu_broadcast > 0.0).then(|| server_cpu_broadcast * 1e6 / received as f64),
-        "benchCpuSeconds": own_cpu_seconds() - cpu_start,
-        "firstError": *shared.first_error.lock(),
+    let report = report::json(&report::Run {
+        options: &options,
+        shared: &shared,
+        connected,
+        expected,
+        connect_elapsed,
+        broadcast_elapsed,
+        usage: [usage_before, usage_connected, usage_after],
+        bench_cpu_seconds: own_cpu_seconds() - cpu_start,
     });
+    let (verdict, code) = report::verdict(&report);
     if options.json {
+        let mut report = report;
+        report["verdict"] = verdict.clone().into();
         println!("{report}");
+        if code != 0 {
+            eprintln!("{verdict}");
+        }
     } else {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        print!("{}", report::human(&report, &options));
+        println!("\n{verdict}");
     }
-    Ok(())
-}
-
-/// Connections per measured server, assuming an even spread.
-fn connected_count(shared: &Shared, servers: usize) -> u64 {
-    shared.connected.load(Ordering::Relaxed) / servers.max(1) as u64
+    Ok(ExitCode::from(code))
 }

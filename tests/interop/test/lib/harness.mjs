@@ -4,7 +4,7 @@
 // The servers are started with `startServer` from ./server.mjs, which looks for the binaries in
 // $IOSCALE_TARGET_DIR (default: <repo>/target/release). To run this suite against another
 // implementation that follows the same CLI contract, point that variable at a directory holding
-// `ioscale` and `examples/interop_server`.
+// `ioscale` and `interop_server`.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { io, Manager } from "socket.io-client";
@@ -189,18 +189,18 @@ export function harness(t) {
 function requireBinary(binary) {
   const p = binaryPath(binary);
   if (!existsSync(p)) {
-    throw new Error(`${p} does not exist: build it (cargo build --release --examples) or set IOSCALE_TARGET_DIR`);
+    throw new Error(`${p} does not exist: build it (cargo build --release --workspace --bins) or set IOSCALE_TARGET_DIR`);
   }
 }
 
 /**
- * Spawns `binary args...` with the given extra environment. Returns { proc, output(), stderr(),
+ * Spawns `binary args...` with the given extra environment (in `cwd` if given). Returns { proc, output(), stderr(),
  * exited: Promise<{code, signal}>, listening(timeoutMs): Promise<port>, kill() }.
  */
-export function spawnBinary(binary, args, { env = {}, unsetEnv = [] } = {}) {
+export function spawnBinary(binary, args, { env = {}, unsetEnv = [], cwd } = {}) {
   const fullEnv = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info", NO_COLOR: "1", ...env };
   for (const k of unsetEnv) delete fullEnv[k];
-  const proc = spawn(binaryPath(binary), args, { env: fullEnv, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(binaryPath(binary), args, { env: fullEnv, cwd, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   let stderr = "";
   proc.stdout.on("data", (c) => (output += c.toString()));

@@ -8,9 +8,9 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, "../../../..");
 const targetDir = process.env.IOSCALE_TARGET_DIR || path.join(repoRoot, "target", "release");
 
-/** Path of a built binary: `ioscale` or an example such as `conformance`. */
+/** Path of a built binary: `ioscale` or an example server such as `conformance` (examples/Cargo.toml). */
 export function binaryPath(name) {
-  return name === "ioscale" ? path.join(targetDir, "ioscale") : path.join(targetDir, "examples", name);
+  return path.join(targetDir, name);
 }
 
 /**
