@@ -1,7 +1,8 @@
 // Readiness follows Redis: `ioscale serve --redis-url` answers /ready 503 "redis unavailable" while
 // redis-server is stopped and 200 again once it is back on the same port; ioscale_redis_up follows,
 // ioscale_redis_reconnects_total counts the reconnection, and broadcasts that could not be published
-// meanwhile are counted as dropped (local delivery goes on).
+// meanwhile are counted as dropped (local delivery goes on). The logs say each change of state once,
+// with the address and a readable error, and a clean shutdown logs no warning.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { MODES, connected, harness, next } from "./lib/harness.mjs";
