@@ -199,3 +199,104 @@ async fn garbage_on_sharded_channels_is_dropped_and_counted() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_master_is_reported_and_what_was_published_meanwhile_arrives() {
+    let redis = RedisClusterServers::start();
+    let nodes = nodes(&redis, SubscriptionMode::Dynamic, 2).await;
+    let (mut ws, _) = connect(nodes[0].server.addr, false).await;
+    let health = nodes[0].cluster.health();
+    eventually("a PING answered", || health.ping_seconds() > 0.0).await;
+    assert_eq!(health.not_ready_reason(), None);
+
+    // Every master sleeps 4 s (DEBUG SLEEP blocks the connection that sent it).
+    let ports = redis.ports.clone();
+    let sleepers: Vec<_> = ports
+        .into_iter()
+        .map(|port| {
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                std::io::Write::write_all(
+                    &mut stream,
+                    b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$1\r\n4\r\n",
+                )
+                .unwrap();
+                let mut reply = [0u8; 5];
+                std::io::Read::read_exact(&mut stream, &mut reply).unwrap();
+                assert_eq!(&reply, b"+OK\r\n");
+            })
+        })
+        .collect();
+    for n in 0..20 {
+        nodes[1].server.io.emit("during", json!(n));
+    }
+    eventually("node 0 reports Redis stalled", || {
+        health.not_ready_reason() == Some("redis stalled")
+    })
+    .await;
+    assert!(health.is_stalled());
+    assert!(health.is_up(), "stalled is not down");
+    assert!(health.ping_seconds() >= 2.0);
+    for sleeper in sleepers {
+        tokio::task::spawn_blocking(move || sleeper.join().unwrap())
+            .await
+            .unwrap();
+    }
+    // Everything published during the stall arrives, in order, and nothing counts as lost.
+    for n in 0..20 {
+        assert_eq!(next_text(&mut ws).await, format!("42[\"during\",{n}]"));
+    }
+    eventually("node 0 answers PING again", || !health.is_stalled()).await;
+    assert_eq!(health.not_ready_reason(), None);
+    for node in &nodes {
+        let stats = node.cluster.stats();
+        assert_eq!(stats.publish_unknown.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.publish_dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.received_lagged.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cuts_of_the_sharded_subscriber_are_counted_and_take_one_node_out_of_rotation() {
+    let redis = RedisClusterServers::start();
+    let nodes = nodes(&redis, SubscriptionMode::Dynamic, 2).await;
+    let (mut ws, _) = connect(nodes[0].server.addr, false).await;
+    for reply in redis.command_all(&[
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "pubsub 65536 32768 60",
+    ]) {
+        assert_eq!(reply.as_deref(), Some("+OK"));
+    }
+    let cuts = |node: &Node| node.cluster.stats().subscriber_cuts.load(Ordering::Relaxed);
+    let big = "x".repeat(200_000);
+    for cut in 1..=3 {
+        nodes[1].server.io.emit("big", json!(big));
+        for node in &nodes {
+            eventually("the cut is counted", || cuts(node) == cut).await;
+        }
+        eventually("both nodes subscribe again", || {
+            redis.shard_numsub("socket.io#/#") == 2
+        })
+        .await;
+    }
+    // The rotation lock is taken in the background.
+    let reasons = || -> Vec<_> {
+        nodes
+            .iter()
+            .map(|node| node.cluster.health().not_ready_reason())
+            .collect()
+    };
+    eventually("one node out of rotation", || {
+        reasons().iter().any(Option::is_some)
+    })
+    .await;
+    let mut reasons = reasons();
+    reasons.sort();
+    assert_eq!(reasons, vec![None, Some("redis subscriber cut repeatedly")]);
+    assert!(nodes.iter().all(|node| node.cluster.health().is_up()));
+    // Small messages still flow; none of the big ones arrived.
+    nodes[1].server.io.emit("small", json!(1));
+    assert_eq!(next_text(&mut ws).await, "42[\"small\",1]");
+}

@@ -43,6 +43,7 @@ impl RedisClusterServers {
                 .args(["--cluster-port", &bus_port.to_string()])
                 .args(["--save", "", "--appendonly", "no"])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--enable-debug-command", "local"])
                 .arg("--cluster-config-file")
                 .arg(cluster.dir.join(format!("nodes-{port}.conf")))
                 .arg("--dir")
@@ -102,6 +103,12 @@ impl RedisClusterServers {
             .iter()
             .filter_map(|&port| array_integer(port, &["PUBSUB", "SHARDNUMSUB", channel]))
             .sum()
+    }
+
+    /// Sends a command to every master; the first line of each reply (`None` when none came
+    /// within 2 s).
+    pub fn command_all(&self, args: &[&str]) -> Vec<Option<String>> {
+        self.ports.iter().map(|&port| command(port, args)).collect()
     }
 
     /// `SPUBLISH`es raw bytes on the master that owns the channel (as any client could).

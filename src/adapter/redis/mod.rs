@@ -12,21 +12,23 @@
 //! `lib/index.ts` (8.3.0).
 
 mod adapter;
+pub mod health;
 mod link;
 pub mod sharded;
 mod shared;
 pub mod wire;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use fred::clients::SubscriberClient;
 use fred::prelude::{Client, ClientLike, Config, EventInterface, PubsubInterface};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 pub use adapter::RedisAdapter;
+pub use health::Health;
 
 use super::{Adapter, AdapterContext, AdapterError, AdapterFactory};
 
@@ -43,7 +45,15 @@ pub struct RedisConfig {
     pub publish_on_specific_response_channel: bool,
     /// Messages waiting to be published before new ones are dropped. Default 65536.
     pub publish_queue: usize,
+    /// Bytes of messages from Redis waiting for the subscriber loop before new ones are
+    /// dropped (counted as lagged). Default 64 MiB.
+    pub subscriber_queue_bytes: usize,
 }
+
+/// Default of [`RedisConfig::subscriber_queue_bytes`]: twice Redis's default hard limit of a
+/// subscriber's output buffer (32 MB), so that the node takes in whatever Redis would hold
+/// for it before cutting it.
+pub const DEFAULT_SUBSCRIBER_QUEUE_BYTES: usize = 64 << 20;
 
 impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
@@ -53,6 +63,7 @@ impl RedisConfig {
             requests_timeout: Duration::from_millis(5000),
             publish_on_specific_response_channel: false,
             publish_queue: 65_536,
+            subscriber_queue_bytes: DEFAULT_SUBSCRIBER_QUEUE_BYTES,
         }
     }
 }
@@ -61,13 +72,19 @@ impl RedisConfig {
 #[derive(Debug, Default)]
 pub struct RedisStats {
     pub published: AtomicU64,
-    /// Messages not published: queue full, Redis down, or a failed publish.
+    /// Messages not published: queue full, Redis down, or refused by Redis.
     pub publish_dropped: AtomicU64,
+    /// Published messages Redis did not confirm (timeout, connection lost in flight): they
+    /// may or may not have reached the other nodes.
+    pub publish_unknown: AtomicU64,
     pub received: AtomicU64,
     /// Messages from Redis that did not decode (dropped).
     pub received_invalid: AtomicU64,
-    /// Messages the subscriber loop fell behind on (dropped by the client library).
+    /// Messages from Redis dropped because the subscriber loop fell behind (its queue full).
     pub received_lagged: AtomicU64,
+    /// Times Redis closed the subscriber connection while the publisher's stayed up (its
+    /// output-buffer limit): each lost at least one message, how many is not known here.
+    pub subscriber_cuts: AtomicU64,
     pub reconnects: AtomicU64,
     pub requests: AtomicU64,
     pub request_timeouts: AtomicU64,
@@ -88,7 +105,7 @@ pub struct RedisCluster {
     outgoing: mpsc::Sender<link::Outgoing>,
     adapters: DashMap<String, Weak<RedisAdapter>>,
     stats: Arc<RedisStats>,
-    up: AtomicBool,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -122,20 +139,23 @@ impl RedisCluster {
         );
         let cluster = Arc::new(RedisCluster {
             uid: hex_id(),
-            config,
             publisher,
             subscriber,
             outgoing,
             adapters: DashMap::new(),
             stats,
-            up: AtomicBool::new(false),
+            health: Health::new(health::redacted(&config.url), "Redis"),
+            config,
         });
         cluster.publisher.connect();
         cluster.subscriber.connect();
         // A spawned task: resubscribes after every reconnection.
         drop(cluster.subscriber.manage_subscriptions());
         tokio::spawn(subscribe_loop(
-            cluster.subscriber.message_rx(),
+            link::Inbox::new(
+                cluster.subscriber.message_rx(),
+                cluster.config.subscriber_queue_bytes,
+            ),
             Arc::downgrade(&cluster),
         ));
         tokio::spawn(watch_connection(
@@ -143,6 +163,17 @@ impl RedisCluster {
             cluster.publisher.clone(),
             Arc::downgrade(&cluster),
         ));
+        let publisher = cluster.publisher.clone();
+        tokio::spawn(health::probe(Arc::downgrade(&cluster.health), move || {
+            let publisher = publisher.clone();
+            async move {
+                let options = fred::prelude::Options {
+                    timeout: Some(health::PING_TIMEOUT),
+                    ..Default::default()
+                };
+                publisher.with_options(&options).ping::<()>(None).await
+            }
+        }));
         Ok(cluster)
     }
 
@@ -174,28 +205,36 @@ impl RedisCluster {
 
     /// Whether both connections are up.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        self.health.is_up()
+    }
+
+    /// The link's state, PING latency, stalls and cuts.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Waits until both connections are up (or the timeout passes).
     pub async fn wait_until_up(&self, timeout: Duration) -> bool {
-        link::wait_connected(&self.publisher, &self.subscriber, &self.up, timeout).await
+        link::wait_connected(&self.publisher, &self.subscriber, &self.health, timeout).await
     }
 
-    /// Leaves the cluster: unsubscribes everything and closes both connections.
+    /// Leaves the cluster: unsubscribes everything and closes both connections (a
+    /// deliberate stop, not logged as an outage).
     pub async fn close(&self) {
+        self.health.begin_close();
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = self.subscriber.unsubscribe_all().await;
             let _ = self.subscriber.quit().await;
             let _ = self.publisher.quit().await;
         })
         .await;
-        self.up.store(false, Ordering::Release);
+        self.health.set_up(false);
+        tracing::info!(redis = %self.health.address(), "left the Redis cluster");
     }
 
     /// Queues a message for publishing; never waits (see [`link::enqueue`]).
     fn publish(&self, channel: String, payload: Vec<u8>) {
-        link::enqueue(&self.outgoing, &self.up, &self.stats, channel, payload);
+        link::enqueue(&self.outgoing, &self.health, &self.stats, channel, payload);
     }
 
     /// `PUBSUB NUMSUB` of a channel: how many nodes subscribe to it.
@@ -215,22 +254,16 @@ impl RedisCluster {
 
 /// Hands every message from Redis to its namespace's adapter. Never waits on clients:
 /// deliveries only queue bytes.
-async fn subscribe_loop(
-    mut messages: broadcast::Receiver<fred::types::Message>,
-    cluster: Weak<RedisCluster>,
-) {
+async fn subscribe_loop(mut inbox: link::Inbox, cluster: Weak<RedisCluster>) {
     let Some(stats) = cluster.upgrade().map(|cluster| cluster.stats.clone()) else {
         return;
     };
-    while let Some(message) = link::next_message(&mut messages, &stats).await {
+    while let Some(message) = inbox.next(&stats).await {
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
         let Some(payload) = message.value.as_bytes() else {
-            cluster
-                .stats
-                .received_invalid
-                .fetch_add(1, Ordering::Relaxed);
+            link::invalid(&cluster.stats, &message.channel, &"message is not a string");
             continue;
         };
         let channel: &str = &message.channel;
@@ -251,56 +284,77 @@ async fn subscribe_loop(
             wire::ChannelKind::Response { .. } => adapter.on_response(payload),
         };
         if let Err(error) = handled {
-            cluster
-                .stats
-                .received_invalid
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(channel, %error, "dropping invalid message from Redis");
+            link::invalid(&cluster.stats, channel, &error);
         }
     }
 }
 
-/// Tracks whether Redis is reachable, logging outages and reconnections.
+/// Tracks whether Redis is reachable (one log line per change of state), and counts the
+/// cuts of the subscriber connection.
 async fn watch_connection(
     subscriber: SubscriberClient,
     publisher: Client,
     cluster: Weak<RedisCluster>,
 ) {
+    let Some((health, stats)) = cluster
+        .upgrade()
+        .map(|cluster| (cluster.health.clone(), cluster.stats.clone()))
+    else {
+        return;
+    };
     let mut errors = subscriber.error_rx();
     let mut publisher_errors = publisher.error_rx();
     let mut reconnects = subscriber.reconnect_rx();
     let mut publisher_reconnects = publisher.reconnect_rx();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut connected_once = false;
+    let mut watch = link::Watch::default();
     loop {
+        let mut cut = false;
         tokio::select! {
             error = errors.recv() => if let Ok((error, server)) = error {
-                tracing::warn!(%error, ?server, "Redis subscriber connection error");
+                watch.subscriber_error(&health, &error, server.as_ref());
             },
             error = publisher_errors.recv() => if let Ok((error, server)) = error {
-                tracing::warn!(%error, ?server, "Redis publisher connection error");
+                watch.publisher_error(&health, &error, server.as_ref());
             },
             server = reconnects.recv() => if let Ok(server) = server {
-                tracing::info!(%server, "Redis subscriber connected");
-                if let (true, Some(cluster)) = (connected_once, cluster.upgrade()) {
-                    cluster.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%server, "Redis subscriber connected");
+                if let Some(was_cut) = watch.subscriber_reconnected(publisher.is_connected()) {
+                    cut = was_cut;
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
-                connected_once = true;
             },
             server = publisher_reconnects.recv() => if let Ok(server) = server {
-                tracing::info!(%server, "Redis publisher connected");
+                tracing::debug!(%server, "Redis publisher connected");
+                watch.publisher_reconnected();
             },
             _ = tick.tick() => {}
+        }
+        if health.is_closing() {
+            return;
         }
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        link::track_up(
-            &cluster.up,
+        if cut {
+            health::subscriber_cut(
+                &health,
+                &stats,
+                &cluster.publisher,
+                cut_hold_key(&cluster.config.key_prefix),
+                &cluster.uid,
+            );
+        }
+        watch.observe(
+            &health,
             subscriber.is_connected() && publisher.is_connected(),
-            "Redis",
         );
     }
+}
+
+/// The key whose holder is the one node out of rotation for repeated cuts.
+fn cut_hold_key(prefix: &str) -> String {
+    format!("{prefix}#ioscale#cut-hold")
 }
 
 /// 16 lower-case hex digits: node uids and request ids of both adapters, as Node's
@@ -338,6 +392,14 @@ impl RedisLink {
         match self {
             RedisLink::Classic(cluster) => cluster.stats(),
             RedisLink::Sharded(cluster) => cluster.stats(),
+        }
+    }
+
+    /// Up or down, PING latency, stalls, repeated cuts: what `/ready` and the metrics report.
+    pub fn health(&self) -> &Health {
+        match self {
+            RedisLink::Classic(cluster) => cluster.health(),
+            RedisLink::Sharded(cluster) => cluster.health(),
         }
     }
 

@@ -337,6 +337,10 @@ pub struct ServeOptions {
     pub auth: AuthOptions,
     #[command(flatten)]
     pub tls: TlsOptions,
+    /// Bytes of cluster messages waiting to be handled before new ones are dropped (counted
+    /// in ioscale_cluster_messages_lost_total{reason="lagged"}).
+    #[arg(long, env = "REDIS_SUBSCRIBER_QUEUE_BYTES", default_value_t = ioscale::adapter::redis::DEFAULT_SUBSCRIBER_QUEUE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1024..=(1 << 40)))]
+    pub redis_subscriber_queue_bytes: u64,
 }
 
 /// JWT authentication of connections (off unless a secret or a public key is given).
@@ -534,6 +538,7 @@ impl ServeOptions {
                 config.key_prefix = self.redis_key_prefix.clone();
                 config.requests_timeout = requests_timeout;
                 config.publish_on_specific_response_channel = self.redis_specific_response_channel;
+                config.subscriber_queue_bytes = self.redis_subscriber_queue_bytes as usize;
                 RedisLink::Classic(RedisCluster::connect(config)?)
             }
             RedisMode::Sharded => {
@@ -541,6 +546,7 @@ impl ServeOptions {
                 config.key_prefix = self.redis_key_prefix.clone();
                 config.requests_timeout = requests_timeout;
                 config.subscription_mode = self.redis_mode.redis_subscription_mode;
+                config.subscriber_queue_bytes = self.redis_subscriber_queue_bytes as usize;
                 RedisLink::Sharded(ShardedCluster::connect(config)?)
             }
         };

@@ -89,7 +89,14 @@ impl Visit for FieldMap {
 
 /// Installs the global subscriber (level from `RUST_LOG`, default `info`), on stderr.
 pub fn init(server_id: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The Redis client's own warnings repeat every retry in Debug text; the adapter logs each
+    // change of the link's state instead. `RUST_LOG=fred=...` brings them back.
+    if !std::env::var("RUST_LOG").is_ok_and(|filter| filter.contains("fred"))
+        && let Ok(directive) = "fred=error".parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

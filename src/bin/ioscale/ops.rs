@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use ioscale::Io;
-use ioscale::adapter::redis::RedisLink;
+use ioscale::adapter::redis::{RedisLink, RedisStats};
 use ioscale::metrics::{DISCONNECT_REASONS, HANDSHAKE_ERROR_CODES, LIMITS};
 use ioscale::socket::Body;
 use prometheus_client::collector::Collector;
@@ -99,10 +99,9 @@ impl Ops {
         if self.shutting_down.load(Ordering::Acquire) {
             return Some("shutting down");
         }
-        match &self.cluster {
-            Some(cluster) if !cluster.is_up() => Some("redis unavailable"),
-            _ => None,
-        }
+        self.cluster
+            .as_ref()
+            .and_then(|cluster| cluster.health().not_ready_reason())
     }
 
     /// One stats log line.
@@ -313,17 +312,19 @@ impl Collector for NodeCollector {
         family.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
             sum, count, &buckets, None,
         )?;
-        let (requests, timeouts, up, reconnects) = match &self.cluster {
+        let (requests, timeouts, up, reconnects, ping) = match &self.cluster {
             Some(cluster) => {
                 let stats = cluster.stats();
+                let health = cluster.health();
                 (
                     load(&stats.requests),
                     load(&stats.request_timeouts),
-                    i64::from(cluster.is_up()),
+                    i64::from(health.is_up() && !health.is_stalled()),
                     load(&stats.reconnects),
+                    health.ping_seconds(),
                 )
             }
-            None => (0, 0, 0, 0),
+            None => (0, 0, 0, 0, 0.0),
         };
         counter(
             &mut encoder,
@@ -340,8 +341,30 @@ impl Collector for NodeCollector {
         gauge(
             &mut encoder,
             "ioscale_redis_up",
-            "1 when both Redis connections are up",
+            "1 when both Redis connections are up and Redis answers PING within 2 s",
             up,
+        )?;
+        let ping = ConstGauge::new(ping);
+        ping.encode(encoder.encode_descriptor(
+            "ioscale_redis_ping_seconds",
+            "Latency of the last PING to Redis (or how long the one in flight has waited, if longer)",
+            None,
+            ping.metric_type(),
+        )?)?;
+        let lost = |pick: fn(&RedisStats) -> &std::sync::atomic::AtomicU64| {
+            self.cluster.as_ref().map_or(0, |c| load(pick(c.stats())))
+        };
+        labeled_counters(
+            &mut encoder,
+            "ioscale_cluster_messages_lost",
+            "Cluster messages lost by this node, by reason (publish_unknown: fate unknown, not known lost)",
+            "reason",
+            &[
+                ("lagged".into(), lost(|s| &s.received_lagged)),
+                ("invalid".into(), lost(|s| &s.received_invalid)),
+                ("subscriber_cut".into(), lost(|s| &s.subscriber_cuts)),
+                ("publish_unknown".into(), lost(|s| &s.publish_unknown)),
+            ],
         )?;
         counter(
             &mut encoder,

@@ -1,7 +1,8 @@
 // Readiness follows Redis: `ioscale serve --redis-url` answers /ready 503 "redis unavailable" while
 // redis-server is stopped and 200 again once it is back on the same port; ioscale_redis_up follows,
 // ioscale_redis_reconnects_total counts the reconnection, and broadcasts that could not be published
-// meanwhile are counted as dropped (local delivery goes on).
+// meanwhile are counted as dropped (local delivery goes on). The logs say each change of state once,
+// with the address and a readable error, and a clean shutdown logs no warning.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { MODES, connected, harness, next } from "./lib/harness.mjs";
@@ -69,4 +70,44 @@ test("/ready and redis metrics follow a Redis outage: 503 'redis unavailable', r
   assert.equal(m3.value("ioscale_redis_reconnects_total"), m0.value("ioscale_redis_reconnects_total") + 1);
   assert.ok(node.running(), "the node survived the outage");
   assert.ok(client.connected, "the local client stayed connected");
+});
+
+test("Redis outage and clean shutdown in the logs: one line per change of state, with Redis's address and a readable error; nothing alarming on SIGTERM", { timeout: 60000 }, async (t) => {
+  const h = harness(t);
+  const redis = await startRedis({ h });
+  const node = await serve(h, ["--server-id", "ops-redis-logs", "--redis-url", redis.url, "--stats-interval", "0"]);
+  const admin = await redis.client();
+  await waitForSubscribers(admin, 1);
+  await admin.disconnect();
+  const address = `redis=redis://127.0.0.1:${redis.port}`;
+  await node.waitForLine((l) => l.includes("Redis is up"), { label: "Redis is up at start" });
+  const from = node.lines().length;
+
+  await redis.stop();
+  const down = await node.waitForLine((l) => l.includes("Redis is down"), { from, label: "Redis is down" });
+  // The outage lasts long enough for the client to retry several times (every 100-500 ms).
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  await redis.start();
+  const up = await node.waitForLine((l) => l.includes("Redis is up"), { from: down.index, timeoutMs: 20000, label: "Redis is up again" });
+  const outage = node.lines().slice(from, up.index + 1);
+  t.diagnostic(outage.join("\n"));
+  assert.match(down.line, /WARN/);
+  assert.ok(down.line.includes(address), `address in ${down.line}`);
+  assert.match(down.line, /error="?[^"]*(Connection refused|Connection closed|Connection reset)/i, "a readable error");
+  assert.ok(up.line.includes(address), `address in ${up.line}`);
+  assert.deepEqual(
+    outage.filter((l) => /WARN|ERROR/.test(l)),
+    [down.line],
+    "the outage's only warning is the change of state",
+  );
+  assert.ok(!outage.some((l) => /Error \{|Os \{|Some\(/.test(l)), "no Debug text");
+
+  // A deliberate stop: no warning.
+  const stopFrom = node.lines().length;
+  node.signal("SIGTERM");
+  const exit = await node.exited;
+  assert.equal(exit.code, 0);
+  const stopping = node.lines().slice(stopFrom);
+  t.diagnostic(stopping.join("\n"));
+  assert.deepEqual(stopping.filter((l) => /WARN|ERROR/.test(l)), [], "no warning on a clean shutdown");
 });

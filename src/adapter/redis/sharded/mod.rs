@@ -20,7 +20,7 @@ pub mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -29,11 +29,11 @@ use fred::prelude::{
     Client, ClientLike, ClusterInterface, Config, EventInterface, PubsubInterface, ServerConfig,
 };
 use futures_util::StreamExt as _;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 pub use adapter::ShardedAdapter;
 
-use super::{RedisError, RedisStats, hex_id, link};
+use super::{Health, RedisError, RedisStats, health, hex_id, link};
 use crate::adapter::{Adapter, AdapterContext, AdapterError, AdapterFactory};
 
 /// Which channels a node subscribes to, and where single-room broadcasts are published
@@ -100,6 +100,9 @@ pub struct ShardedConfig {
     pub requests_timeout: Duration,
     /// Messages waiting to be published before new ones are dropped. Default 65536.
     pub publish_queue: usize,
+    /// Bytes of messages from Redis waiting for the subscriber loop before new ones are
+    /// dropped (counted as lagged). Default 64 MiB.
+    pub subscriber_queue_bytes: usize,
 }
 
 impl ShardedConfig {
@@ -110,6 +113,7 @@ impl ShardedConfig {
             subscription_mode: SubscriptionMode::default(),
             requests_timeout: Duration::from_millis(5000),
             publish_queue: 65_536,
+            subscriber_queue_bytes: super::DEFAULT_SUBSCRIBER_QUEUE_BYTES,
         }
     }
 }
@@ -133,7 +137,7 @@ pub struct ShardedCluster {
     subscriptions: mpsc::UnboundedSender<Subscription>,
     adapters: DashMap<String, Weak<ShardedAdapter>>,
     stats: Arc<RedisStats>,
-    up: AtomicBool,
+    health: Arc<Health>,
     /// Channels wanted but not (yet) subscribed, for the logs and `/ready`.
     subscribe_failures: AtomicU64,
 }
@@ -168,6 +172,12 @@ impl ShardedCluster {
             stats.clone(),
         );
         let (subscriptions, changes) = mpsc::unbounded_channel();
+        let address = config
+            .urls
+            .iter()
+            .map(|url| health::redacted(url))
+            .collect::<Vec<_>>()
+            .join(",");
         let cluster = Arc::new(ShardedCluster {
             uid: hex_id(),
             config,
@@ -177,14 +187,17 @@ impl ShardedCluster {
             subscriptions,
             adapters: DashMap::new(),
             stats,
-            up: AtomicBool::new(false),
+            health: Health::new(address, "Redis Cluster"),
             subscribe_failures: AtomicU64::new(0),
         });
         cluster.publisher.connect();
         cluster.subscriber.connect();
         let weak = Arc::downgrade(&cluster);
         tokio::spawn(subscribe_loop(
-            cluster.subscriber.message_rx(),
+            link::Inbox::new(
+                cluster.subscriber.message_rx(),
+                cluster.config.subscriber_queue_bytes,
+            ),
             weak.clone(),
         ));
         tokio::spawn(manage_subscriptions(
@@ -197,6 +210,10 @@ impl ShardedCluster {
             cluster.publisher.clone(),
             weak,
         ));
+        let publisher = cluster.publisher.clone();
+        tokio::spawn(health::probe(Arc::downgrade(&cluster.health), move || {
+            ping_masters(publisher.clone())
+        }));
         Ok(cluster)
     }
 
@@ -228,28 +245,35 @@ impl ShardedCluster {
 
     /// Whether both clients are connected to the cluster.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        self.health.is_up()
+    }
+
+    /// The link's state, PING latency (of the slowest master), stalls and cuts.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Waits until both clients are connected (or the timeout passes).
     pub async fn wait_until_up(&self, timeout: Duration) -> bool {
-        link::wait_connected(&self.publisher, &self.subscriber, &self.up, timeout).await
+        link::wait_connected(&self.publisher, &self.subscriber, &self.health, timeout).await
     }
 
     /// Leaves the cluster: closing the connections drops every subscription (Node sends
-    /// nothing either).
+    /// nothing either). A deliberate stop, not logged as an outage.
     pub async fn close(&self) {
+        self.health.begin_close();
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = self.subscriber.quit().await;
             let _ = self.publisher.quit().await;
         })
         .await;
-        self.up.store(false, Ordering::Release);
+        self.health.set_up(false);
+        tracing::info!(redis = %self.health.address(), "left the Redis Cluster");
     }
 
     /// Queues a message for `SPUBLISH`; never waits (see [`link::enqueue`]).
     fn publish(&self, channel: String, payload: Vec<u8>) {
-        link::enqueue(&self.outgoing, &self.up, &self.stats, channel, payload);
+        link::enqueue(&self.outgoing, &self.health, &self.stats, channel, payload);
     }
 
     fn want(&self, change: Subscription) {
@@ -308,15 +332,39 @@ fn cluster_config(urls: &[String]) -> Result<Config, RedisError> {
     Ok(config)
 }
 
+/// PING to every master (one stalled shard stalls the messages of its channels).
+async fn ping_masters(publisher: Client) -> Result<(), fred::error::Error> {
+    let options = fred::prelude::Options {
+        timeout: Some(health::PING_TIMEOUT),
+        ..Default::default()
+    };
+    let masters = publisher
+        .cached_cluster_state()
+        .map(|state| state.unique_primary_nodes())
+        .unwrap_or_default();
+    if masters.is_empty() {
+        return publisher.with_options(&options).ping::<()>(None).await;
+    }
+    let pings = masters.into_iter().map(|master| {
+        let options = fred::prelude::Options {
+            cluster_node: Some(master),
+            ..options.clone()
+        };
+        let publisher = publisher.clone();
+        async move { publisher.with_options(&options).ping::<()>(None).await }
+    });
+    futures_util::future::join_all(pings)
+        .await
+        .into_iter()
+        .collect()
+}
+
 /// Hands every sharded message to its namespace's adapter; never waits on clients.
-async fn subscribe_loop(
-    mut messages: broadcast::Receiver<fred::types::Message>,
-    cluster: Weak<ShardedCluster>,
-) {
+async fn subscribe_loop(mut inbox: link::Inbox, cluster: Weak<ShardedCluster>) {
     let Some(stats) = cluster.upgrade().map(|cluster| cluster.stats.clone()) else {
         return;
     };
-    while let Some(message) = link::next_message(&mut messages, &stats).await {
+    while let Some(message) = inbox.next(&stats).await {
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
@@ -332,11 +380,7 @@ async fn subscribe_loop(
             None => Err(super::wire::WireError::Shape("message is not a string")),
         };
         if let Err(error) = handled {
-            cluster
-                .stats
-                .received_invalid
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(channel, %error, "dropping invalid message from Redis");
+            link::invalid(&cluster.stats, channel, &error);
         }
     }
 }
@@ -427,31 +471,43 @@ async fn manage_subscriptions(
 /// library discards; the old master may even go on accepting `SPUBLISH` as a replica, so
 /// nothing fails. Hence the slot map is read again every second and compared.
 async fn watch_cluster(subscriber: Client, publisher: Client, cluster: Weak<ShardedCluster>) {
+    let Some((health, stats)) = cluster
+        .upgrade()
+        .map(|cluster| (cluster.health.clone(), cluster.stats.clone()))
+    else {
+        return;
+    };
     let mut errors = subscriber.error_rx();
     let mut publisher_errors = publisher.error_rx();
     let mut reconnects = subscriber.reconnect_rx();
+    let mut publisher_reconnects = publisher.reconnect_rx();
+    let mut watch = link::Watch::default();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut topology = tokio::time::interval(TOPOLOGY_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     topology.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut owners = slot_owners(&subscriber);
-    let mut connected_once = false;
     loop {
         let mut renew = false;
+        let mut cut = false;
         tokio::select! {
             error = errors.recv() => if let Ok((error, server)) = error {
-                tracing::warn!(%error, ?server, "Redis Cluster subscriber error");
+                watch.subscriber_error(&health, &error, server.as_ref());
             },
             error = publisher_errors.recv() => if let Ok((error, server)) = error {
-                tracing::warn!(%error, ?server, "Redis Cluster publisher error");
+                watch.publisher_error(&health, &error, server.as_ref());
             },
             server = reconnects.recv() => if let Ok(server) = server {
-                tracing::info!(%server, "Redis Cluster subscriber connected");
-                if let (true, Some(cluster)) = (connected_once, cluster.upgrade()) {
-                    cluster.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%server, "Redis Cluster subscriber connected");
+                if let Some(was_cut) = watch.subscriber_reconnected(publisher.is_connected()) {
+                    cut = was_cut;
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
-                connected_once = true;
                 renew = true;
+            },
+            server = publisher_reconnects.recv() => if let Ok(server) = server {
+                tracing::debug!(%server, "Redis Cluster publisher connected");
+                watch.publisher_reconnected();
             },
             _ = topology.tick() => {
                 if subscriber.is_connected() {
@@ -470,16 +526,27 @@ async fn watch_cluster(subscriber: Client, publisher: Client, cluster: Weak<Shar
             },
             _ = tick.tick() => {}
         }
+        if health.is_closing() {
+            return;
+        }
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
         if renew {
             cluster.want(Subscription::Renew);
         }
-        link::track_up(
-            &cluster.up,
+        if cut {
+            health::subscriber_cut(
+                &health,
+                &stats,
+                &cluster.publisher,
+                super::cut_hold_key(&cluster.config.key_prefix),
+                &cluster.uid,
+            );
+        }
+        watch.observe(
+            &health,
             subscriber.is_connected() && publisher.is_connected(),
-            "Redis Cluster",
         );
     }
 }

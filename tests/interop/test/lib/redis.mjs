@@ -58,9 +58,10 @@ export async function waitForPong(url, { timeoutMs = 10000, isDead = () => false
  * Starts `redis-server --port P --save '' --appendonly no --bind 127.0.0.1` on a free port and
  * stops it when the test ends. Returns
  *   { port, url, output(), start(), stop(), running(), client(opts) }
- * stop() then start() restarts it on the same port (used for the outage test).
+ * stop() then start() restarts it on the same port (used for the outage test). `args` are added to
+ * redis-server's (e.g. ["--enable-debug-command", "local"] for DEBUG SLEEP).
  */
-export async function startRedis({ t, h, attempts = 5 } = {}) {
+export async function startRedis({ t, h, attempts = 5, args = [] } = {}) {
   let proc = null;
   let exited = null;
   let output = "";
@@ -68,7 +69,7 @@ export async function startRedis({ t, h, attempts = 5 } = {}) {
   const clients = new Set();
 
   async function launch(onPort) {
-    const child = spawn(REDIS_SERVER, ["--port", String(onPort), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"], {
+    const child = spawn(REDIS_SERVER, ["--port", String(onPort), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1", ...args], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let dead = false;
