@@ -23,9 +23,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let mut http = options.limits.http(&options.tls)?;
     let cluster = match options.redis_link()? {
         Some(cluster) => {
-            if !cluster.wait_until_up(Duration::from_secs(5)).await {
-                tracing::warn!("Redis is not reachable yet: serving local clients, retrying");
-            }
+            // Not up within the wait: the link has logged "Redis is down" with its address,
+            // and keeps retrying while local clients are served.
+            let _ = cluster.wait_until_up(Duration::from_secs(5)).await;
             Some(cluster)
         }
         None => None,
