@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::ops::Ops;
+use crate::signals::Signals;
 
 use anyhow::Context;
 use ioscale::socket::{serve_http, serve_http_with};
@@ -18,7 +19,7 @@ use crate::config::ServeOptions;
 
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let server_id = options.server_id();
-    let shutdown = signals()?;
+    let shutdown = Signals::new()?;
     // Read the TLS files first: a bad certificate must fail the start, not a later request.
     let mut http = options.limits.http(&options.tls)?;
     let cluster = match options.redis_link()? {
@@ -216,52 +217,6 @@ async fn log_stats(ops: Arc<Ops>, interval: Duration) {
     }
 }
 
-/// SIGINT / SIGTERM, counted: the first starts a graceful shutdown, the second aborts it.
-struct Signals {
-    received: tokio::sync::watch::Receiver<u32>,
-}
-
-/// Registers the handlers at once (a signal right after startup must not kill the process).
-fn signals() -> anyhow::Result<Signals> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let (count, received) = tokio::sync::watch::channel(0u32);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-            count.send_modify(|count| *count += 1);
-        }
-    });
-    Ok(Signals { received })
-}
-
-impl Signals {
-    fn wait_for(&self, at_least: u32) -> impl std::future::Future<Output = ()> + 'static {
-        let mut received = self.received.clone();
-        async move {
-            // The counting task ends only when the runtime shuts down, after `serve` returned
-            // and logged "shut down": a closed channel is no signal. Taking it for one made
-            // the task waiting for a second signal exit 130 now and then (44 of 1500 clean
-            // exits), when a worker polled it between the counting task's drop and its own.
-            if received.wait_for(|count| *count >= at_least).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    fn first(&self) -> impl std::future::Future<Output = ()> + 'static {
-        self.wait_for(1)
-    }
-
-    async fn second(&self) {
-        self.wait_for(2).await;
-    }
-}
-
 fn now_iso() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -380,25 +335,5 @@ fn relay_message(
         _ => {
             main.emit("message", outgoing);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_signal_channel_closing_at_exit_is_not_a_second_signal() {
-        let (count, received) = tokio::sync::watch::channel(0u32);
-        let signals = Signals { received };
-        count.send_modify(|count| *count += 1);
-        signals.first().await;
-        // What the runtime's shutdown does to the counting task after a clean shutdown.
-        drop(count);
-        let second = tokio::time::timeout(Duration::from_millis(100), signals.second()).await;
-        assert!(
-            second.is_err(),
-            "one signal, then the channel closed: no second signal"
-        );
     }
 }

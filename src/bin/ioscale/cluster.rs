@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use crate::app::bind_with_ops;
 use crate::config::{ClusterOptions, LogFormat, RedisMode, ServeOptions};
 use crate::lb::command::serve;
+use crate::signals::Signals;
 
 /// Set in a worker's environment: the process is a worker of `ioscale cluster`.
 const WORKER_MARKER: &str = "IOSCALE_CLUSTER_WORKER";
@@ -430,37 +431,6 @@ async fn wait_until_listening(address: &str, deadline: tokio::time::Instant) {
 fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
-}
-
-/// SIGINT and SIGTERM, counted from the start (handlers registered at once).
-struct Signals {
-    received: tokio::sync::watch::Receiver<u32>,
-}
-
-impl Signals {
-    fn new() -> anyhow::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let (count, received) = tokio::sync::watch::channel(0u32);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = terminate.recv() => {}
-                }
-                count.send_modify(|count| *count += 1);
-            }
-        });
-        Ok(Signals { received })
-    }
-
-    fn wait_for(&self, at_least: u32) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut received = self.received.clone();
-        async move {
-            let _ = received.wait_for(|count| *count >= at_least).await;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod env_file;
 mod lb;
 mod logging;
 mod ops;
+mod signals;
 mod stats;
 mod trim;
 
