@@ -4,10 +4,10 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createServer } from "node:http";
-import net from "node:net";
 import { test } from "node:test";
 import { Server } from "socket.io";
 import { harness } from "./lib/harness.mjs";
+import { freePort } from "./lib/redis.mjs";
 import { binaryPath } from "./lib/server.mjs";
 
 /** Runs `ioscale bench args...` to its end: { code, stdout, stderr }. */
@@ -19,17 +19,6 @@ function bench(args, timeoutMs = 60000) {
   });
 }
 
-/** A port that was free a moment ago on 127.0.0.1 (nothing listens on it). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * A Node.js Socket.IO server with `ioscale serve`'s `server-info` and `message` relay, whose relay

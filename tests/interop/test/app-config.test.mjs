@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { MODES, connectError, connected, harness, next, waitFor, within } from "./lib/harness.mjs";
+import { freePort } from "./lib/redis.mjs";
 import { binaryPath } from "./lib/server.mjs";
 
 test("--path: clients on that path connect, clients on the default path do not", { timeout: 30000 }, async (t) => {
@@ -174,17 +174,6 @@ for (const [flag, value] of badValues) {
   });
 }
 
-/** A port that was free a moment ago on 127.0.0.1. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 test("env SERVER_ID is used when --server-id is absent", { timeout: 20000 }, async (t) => {
   const h = harness(t);
