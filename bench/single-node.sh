@@ -2,13 +2,16 @@
 # Side by side on one machine: ioscale vs Node's Socket.IO 4.8 (bench/node/server.mjs) vs
 # socketioxide (bench/socketioxide), same application, same load, same run. Prints each
 # server's result and the ratios ioscale/Node and ioscale/socketioxide.
-# Usage: bench/single-node.sh [CLIENTS=5000] [MESSAGES=200] [INTERVAL_US=0]
+# Usage: [IOSCALE_SERVER=path] bench/single-node.sh [CLIENTS=5000] [MESSAGES=200] [INTERVAL_US=0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${1:-5000}
 MESSAGES=${2:-200}
 INTERVAL_US=${3:-0}
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# IOSCALE_SERVER: another ioscale binary to measure (an A/B against an older build); the load
+# generator is always target/release/ioscale.
+SERVER=${IOSCALE_SERVER:-target/release/ioscale}
 
 cargo build --release --quiet --bin ioscale
 cargo build --release --quiet --manifest-path bench/socketioxide/Cargo.toml
@@ -46,7 +49,7 @@ run_one() { # name, command...
   cat "$out/$name.json"
 }
 
-run_one ioscale target/release/ioscale serve --stats-interval 0 >/dev/null
+run_one ioscale "$SERVER" serve --stats-interval 0 >/dev/null
 run_one node node bench/node/server.mjs >/dev/null
 run_one socketioxide bench/socketioxide/target/release/socketioxide-reference >/dev/null
 # socketioxide prints on SIGTERM the packets it could not queue (its per-connection queue

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Three nodes on one Redis, side by side: ioscale x3 vs Node's Socket.IO 4.8 x3 with
 # @socket.io/redis-adapter, clients spread over the three nodes, one sender's burst.
-# Usage: bench/three-nodes.sh [CLIENTS=3000] [MESSAGES=100] [INTERVAL_US=0]
+# Usage: [IOSCALE_SERVER=path] bench/three-nodes.sh [CLIENTS=3000] [MESSAGES=100] [INTERVAL_US=0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${1:-3000}
 MESSAGES=${2:-100}
 INTERVAL_US=${3:-0}
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# IOSCALE_SERVER: another ioscale binary to measure (an A/B against an older build); the load
+# generator is always target/release/ioscale.
+SERVER=${IOSCALE_SERVER:-target/release/ioscale}
 cargo build --release --quiet --bin ioscale
 (cd bench/node && [ -d node_modules ] || npm ci --silent --no-audit --no-fund)
 out=$(mktemp -d)
@@ -23,7 +26,7 @@ run_cluster() { # name
   for i in 1 2 3; do
     local port; port=$(free_port)
     if [ "$name" = ioscale ]; then
-      target/release/ioscale serve --port "$port" --server-id "$name-$i" --redis-url "$redis" --stats-interval 0 >"$out/$name-$i.log" 2>&1 &
+      "$SERVER" serve --port "$port" --server-id "$name-$i" --redis-url "$redis" --stats-interval 0 >"$out/$name-$i.log" 2>&1 &
     else
       node bench/node/server.mjs --port "$port" --server-id "$name-$i" --redis-url "$redis" >"$out/$name-$i.log" 2>&1 &
     fi
