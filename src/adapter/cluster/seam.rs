@@ -22,8 +22,9 @@
 //!   / `ADAPTER_CLOSE` are message kinds the format adds to [`Message`]);
 //! - sessions are an extra capability, not a second core: a `Sessions` trait (`persist(pid,
 //!   session, ttl)` as `SET PX`, `restore(pid)` as `GETDEL` plus an `XRANGE` of the missed
-//!   entries) that only the streams link implements, offered by [`Link::sessions`] (default
-//!   `None`), which the socket layer asks for when recovery is configured.
+//!   entries) that only the streams link implements, offered by a `Link::sessions()` method
+//!   added then with a default of `None`, which the socket layer asks for when recovery is
+//!   configured; the classic and sharded links keep the default.
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -26,11 +26,14 @@ use crate::socket::packet::Packet;
 #[derive(Debug, Clone, Copy)]
 enum Proto {
     Classic,
+    /// Classic, answering on each requester's own response channel.
+    ClassicSpecific,
     Sharded(SubscriptionMode),
 }
 
-const PROTOS: [Proto; 4] = [
+const PROTOS: [Proto; 5] = [
     Proto::Classic,
+    Proto::ClassicSpecific,
     Proto::Sharded(SubscriptionMode::Static),
     Proto::Sharded(SubscriptionMode::Dynamic),
     Proto::Sharded(SubscriptionMode::DynamicPrivate),
@@ -39,6 +42,7 @@ const PROTOS: [Proto; 4] = [
 fn format(proto: Proto, uid: &str) -> Box<dyn Format> {
     match proto {
         Proto::Classic => Box::new(ClassicFormat::new("socket.io", uid, false)),
+        Proto::ClassicSpecific => Box::new(ClassicFormat::new("socket.io", uid, true)),
         Proto::Sharded(mode) => Box::new(ShardedFormat::new("socket.io", uid, mode)),
     }
 }
@@ -99,8 +103,7 @@ impl TestNode {
             .expect("frames open")
     }
 
-    /// What the socket got before `marker` (a broadcast to every node sent last: each
-    /// link keeps the order, so anything sent earlier has arrived by then).
+    /// What the socket got before `marker`, other markers left out.
     async fn before_marker(&mut self, marker: &str) -> Vec<String> {
         let mut before = Vec::new();
         loop {
@@ -108,9 +111,27 @@ impl TestNode {
             if frame.contains(marker) {
                 return before;
             }
-            before.push(frame);
+            if !frame.contains("marker-") {
+                before.push(frame);
+            }
         }
     }
+}
+
+/// What each node's socket got until now: for each node, a marker broadcast from another
+/// node (so that it travels through the bus: each link keeps the order, and the bus
+/// delivers at publish, so everything published earlier has been handled by then).
+async fn settle(nodes: &mut [TestNode]) -> Vec<Vec<String>> {
+    let mut got = Vec::new();
+    for index in 0..nodes.len() {
+        let name = format!("marker-{index}");
+        let from = (index + 1) % nodes.len();
+        nodes[from]
+            .adapter
+            .broadcast(&broadcast(&name), &Target::default(), CLUSTER);
+        got.push(nodes[index].before_marker(&name).await);
+    }
+    got
 }
 
 /// `count` nodes of namespace `/` on one bus, one socket each; server-side events are
@@ -182,13 +203,6 @@ const CLUSTER: BroadcastFlags = BroadcastFlags {
     local: false,
 };
 
-/// Sends a marker to every node, from `from`.
-fn marker(nodes: &[TestNode], from: usize, name: &str) {
-    nodes[from]
-        .adapter
-        .broadcast(&broadcast(name), &Target::default(), CLUSTER);
-}
-
 #[tokio::test]
 async fn broadcasts_reach_every_node_once_rooms_only_members_except_skipped() {
     for proto in PROTOS {
@@ -216,17 +230,16 @@ async fn broadcasts_reach_every_node_once_rooms_only_members_except_skipped() {
             ..CLUSTER
         };
         sender.broadcast(&broadcast("local"), &Target::default(), local);
-        marker(&nodes, 0, "marker");
-        let mut got = Vec::new();
-        for node in &mut nodes {
-            let events: Vec<String> = node
-                .before_marker("marker")
-                .await
-                .iter()
-                .map(|frame| frame.split('"').nth(2).unwrap_or_default().to_owned())
-                .collect();
-            got.push(events);
-        }
+        let got: Vec<Vec<String>> = settle(&mut nodes)
+            .await
+            .iter()
+            .map(|frames| {
+                frames
+                    .iter()
+                    .map(|frame| frame.split('"').nth(2).unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .collect();
         let expected = |names: &[&str]| names.iter().map(|n| format!("{n}\\")).collect::<Vec<_>>();
         assert_eq!(
             got[0],
@@ -267,7 +280,7 @@ async fn fetch_sockets_server_count_and_all_rooms_span_the_cluster() {
         assert_eq!(ids, want, "{proto:?}");
         assert_eq!(nodes[2].adapter.server_count().await, Ok(3));
         match proto {
-            Proto::Classic => {
+            Proto::Classic | Proto::ClassicSpecific => {
                 let mut all_rooms: Vec<String> = nodes[0]
                     .adapter
                     .all_rooms()
@@ -315,10 +328,7 @@ async fn server_side_emits_reach_the_other_nodes_with_and_without_ack() {
         let firsts: Vec<Vec<Value>> = acks.into_iter().map(|ack| ack.args).collect();
         assert_eq!(firsts, vec![vec![json!(1)], vec![json!(2)]], "{proto:?}");
         // The emitting node's own handlers get nothing; the others get both, in order.
-        marker(&nodes, 0, "marker");
-        for node in &mut nodes {
-            node.before_marker("marker").await;
-        }
+        settle(&mut nodes).await;
         assert!(nodes[0].events.lock().is_empty());
         for node in &nodes[1..] {
             let names: Vec<Value> = node
@@ -358,9 +368,8 @@ async fn remote_join_leave_and_disconnect_apply_on_every_node() {
         nodes[1]
             .adapter
             .broadcast(&broadcast("after-leave"), &to(&["joined"]), CLUSTER);
-        marker(&nodes, 1, "marker");
-        for node in &mut nodes {
-            assert!(node.before_marker("marker").await.is_empty(), "{proto:?}");
+        for frames in settle(&mut nodes).await {
+            assert!(frames.is_empty(), "{proto:?}: {frames:?}");
         }
         let only_two = Target {
             rooms: vec![Room::from(nodes[2].probe.sid.as_str())],
@@ -369,10 +378,7 @@ async fn remote_join_leave_and_disconnect_apply_on_every_node() {
         nodes[0]
             .adapter
             .disconnect_sockets(&only_two, false, CLUSTER);
-        marker(&nodes, 0, "marker2");
-        for node in &mut nodes {
-            node.before_marker("marker2").await;
-        }
+        settle(&mut nodes).await;
         let disconnected: Vec<bool> = nodes
             .iter()
             .map(|node| node.probe.disconnected.load(Ordering::Acquire))
@@ -496,8 +502,7 @@ async fn garbage_on_the_channels_is_counted_invalid_and_the_node_keeps_working()
         for (channel, payload) in messages {
             bus.publish(channel, payload);
         }
-        marker(&nodes, 1, "still-alive");
-        assert!(nodes[0].before_marker("still-alive").await.is_empty());
+        assert_eq!(settle(&mut nodes).await, [Vec::<String>::new(), Vec::new()]);
         let invalid = nodes[0]
             .node
             .stats()

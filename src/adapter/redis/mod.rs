@@ -175,7 +175,8 @@ impl ClassicRedis {
 }
 
 impl Link for ClassicRedis {
-    /// Queues a message for `PUBLISH`; never waits (see [`link::enqueue`]).
+    /// Queues a message for `PUBLISH`; never waits (dropped and counted when the queue is
+    /// full or Redis is down).
     fn publish(&self, channel: String, payload: Vec<u8>) {
         link::enqueue(&self.outgoing, &self.health, &self.stats, channel, payload);
     }

@@ -235,7 +235,8 @@ impl ShardedRedis {
 }
 
 impl Link for ShardedRedis {
-    /// Queues a message for `SPUBLISH`; never waits (see [`link::enqueue`]).
+    /// Queues a message for `SPUBLISH`; never waits (dropped and counted when the queue is
+    /// full or Redis is down).
     fn publish(&self, channel: String, payload: Vec<u8>) {
         link::enqueue(&self.outgoing, &self.health, &self.stats, channel, payload);
     }
