@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::seam::{Channel, Codec, Envelope, Message};
-use super::{ClusterNode, new_uid};
+use super::{ClusterNode, Packet, Payload, encode_frames, new_uid};
 use crate::adapter::redis::wire::WireError;
 use crate::adapter::{
     AckEvent, AckRoute, Adapter, AdapterContext, AdapterError, BoxFuture, Broadcast,
@@ -25,8 +25,6 @@ use crate::adapter::{
 };
 use crate::engine::Sid;
 use crate::metrics::Metrics;
-use crate::socket::packet::Packet;
-use crate::socket::{Payload, encode_frames};
 
 pub struct ClusterAdapter {
     local: MemoryAdapter,

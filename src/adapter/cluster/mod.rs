@@ -24,6 +24,9 @@ pub use seam::{Channel, Codec, Envelope, Format, Link, Message, Received, Subscr
 
 use super::redis::health::Health;
 use super::{Adapter, AdapterContext, AdapterFactory};
+// The protocol's vocabulary, imported in this one place of the cluster core.
+use crate::socket::packet::Packet;
+use crate::socket::{Payload, encode_frames};
 
 /// Counters of a node's cluster traffic, for logs, health checks and metrics.
 #[derive(Debug, Default)]

@@ -33,10 +33,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::super::redis::health::Health;
-use super::ClusterStats;
+use super::{ClusterStats, Payload};
 use crate::adapter::redis::wire::WireError;
 use crate::adapter::{AdapterError, BoxFuture, Room, SocketInfo, Target};
-use crate::socket::Payload;
 
 /// A channel name backed by the received bytes (no copy; UTF-8 checked once, by the Redis
 /// client that parsed it).

@@ -19,9 +19,6 @@ use crate::adapter::{
     ServerEventHook, SocketInfo, Target,
 };
 use crate::engine::{Frame, Sid};
-use crate::socket::Payload;
-use crate::socket::encode_frames;
-use crate::socket::packet::Packet;
 
 #[derive(Debug, Clone, Copy)]
 enum Proto {
