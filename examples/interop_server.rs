@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ioscale::adapter::redis::sharded::{ShardedCluster, ShardedConfig, SubscriptionMode};
-use ioscale::adapter::redis::{RedisCluster, RedisConfig, RedisLink};
+use ioscale::adapter::cluster::ClusterNode;
+use ioscale::adapter::redis::sharded::{ShardedConfig, ShardedRedis, SubscriptionMode};
+use ioscale::adapter::redis::{ClassicRedis, RedisConfig};
 use ioscale::{BroadcastOperator, ConnectError, Event, Io, IoConfig, Namespace, Payload, Socket};
 use serde_json::{Value, json};
 
@@ -71,14 +72,14 @@ fn main_args() -> (u16, RedisArgs) {
 }
 
 /// Connects to Redis as the arguments say; `None` without a url.
-async fn redis_link(redis: RedisArgs) -> Option<RedisLink> {
+async fn redis_link(redis: RedisArgs) -> Option<Arc<ClusterNode>> {
     let first = redis.urls.first()?.clone();
     let link = if redis.sharded {
         let mut config = ShardedConfig::new(redis.urls);
         config.subscription_mode = redis.subscription_mode;
-        ShardedCluster::connect(config).map(RedisLink::Sharded)
+        ShardedRedis::connect(config)
     } else {
-        RedisCluster::connect(RedisConfig::new(first)).map(RedisLink::Classic)
+        ClassicRedis::connect(RedisConfig::new(first))
     };
     let link = link.unwrap_or_else(|error| {
         eprintln!("{error}");

@@ -11,18 +11,19 @@ use common::redis::RedisServer;
 use common::ws::{Ws, connect, next_text, send, try_next_text};
 use ioscale::Io;
 use ioscale::adapter::AdapterError;
-use ioscale::adapter::redis::{RedisCluster, RedisConfig};
+use ioscale::adapter::cluster::ClusterNode;
+use ioscale::adapter::redis::{ClassicRedis, RedisConfig};
 use serde_json::{Value, json};
 
 struct Node {
     server: common::TestServer,
-    cluster: Arc<RedisCluster>,
+    cluster: Arc<ClusterNode>,
 }
 
 async fn node(redis: &RedisServer, requests_timeout: Duration) -> Node {
     let mut config = RedisConfig::new(redis.url());
     config.requests_timeout = requests_timeout;
-    let cluster = RedisCluster::connect(config).unwrap();
+    let cluster = ClassicRedis::connect(config).unwrap();
     assert!(cluster.wait_until_up(Duration::from_secs(5)).await);
     let io = Io::with_adapter(common::config(), cluster.factory());
     let server = common::start(io).await;

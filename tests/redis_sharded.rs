@@ -14,19 +14,20 @@ use std::time::{Duration, Instant};
 use common::redis_cluster::RedisClusterServers;
 use common::ws::{connect, next_text, try_next_text};
 use ioscale::Io;
-use ioscale::adapter::redis::sharded::{ShardedCluster, ShardedConfig, SubscriptionMode};
+use ioscale::adapter::cluster::ClusterNode;
+use ioscale::adapter::redis::sharded::{ShardedConfig, ShardedRedis, SubscriptionMode};
 use serde_json::json;
 
 struct Node {
     server: common::TestServer,
-    cluster: Arc<ShardedCluster>,
+    cluster: Arc<ClusterNode>,
 }
 
 async fn node(redis: &RedisClusterServers, mode: SubscriptionMode) -> Node {
     let mut config = ShardedConfig::new(redis.urls());
     config.subscription_mode = mode;
     config.requests_timeout = Duration::from_millis(1500);
-    let cluster = ShardedCluster::connect(config).unwrap();
+    let cluster = ShardedRedis::connect(config).unwrap();
     assert!(cluster.wait_until_up(Duration::from_secs(5)).await);
     let io = Io::with_adapter(common::config(), cluster.factory());
     let server = common::start(io).await;

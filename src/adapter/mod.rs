@@ -2,8 +2,10 @@
 //!
 //! The socket layer talks to rooms and to other nodes only through [`Adapter`], held as
 //! `Arc<dyn Adapter>` per namespace. The in-memory [`MemoryAdapter`] serves one node; the
-//! Redis adapter ([`redis`]) wraps it, delivering locally and publishing to other nodes.
+//! cluster adapter ([`cluster`]) wraps it, delivering locally and publishing to other nodes
+//! over a link ([`redis`] for Redis, [`cluster::Bus`] in-process).
 
+pub mod cluster;
 mod members;
 mod memory;
 pub mod redis;

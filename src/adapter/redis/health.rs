@@ -13,7 +13,7 @@ use fred::prelude::{Client, ClientLike, Value};
 use fred::types::{ClusterHash, CustomCommand};
 use parking_lot::Mutex;
 
-use super::RedisStats;
+use super::ClusterStats;
 
 /// How often Redis is sent a PING.
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
@@ -59,7 +59,7 @@ pub struct Health {
 }
 
 impl Health {
-    pub(super) fn new(address: String, what: &'static str) -> Arc<Self> {
+    pub(crate) fn new(address: String, what: &'static str) -> Arc<Self> {
         Arc::new(Health {
             address,
             what,
@@ -129,7 +129,7 @@ impl Health {
     }
 
     /// From now on the link is being closed on purpose: no outage is logged.
-    pub(super) fn begin_close(&self) {
+    pub(crate) fn begin_close(&self) {
         self.closing.store(true, Ordering::Release);
     }
 
@@ -153,7 +153,7 @@ impl Health {
     }
 
     /// Records whether the link is up; logs each change once.
-    pub(super) fn set_up(&self, up: bool) {
+    pub(crate) fn set_up(&self, up: bool) {
         let new = if up { UP } else { DOWN };
         let old = self.state.swap(new, Ordering::AcqRel);
         if old == new || self.is_closing() {
@@ -316,7 +316,7 @@ pub(super) const PING_TIMEOUT: Duration = Duration::from_secs(60);
 /// lets at most one node of a cluster be out for this reason at a time.
 pub(super) fn subscriber_cut(
     health: &Arc<Health>,
-    stats: &RedisStats,
+    stats: &ClusterStats,
     publisher: &Client,
     lock_key: String,
     uid: &str,

@@ -14,8 +14,9 @@ use fred::prelude::{
 };
 use tokio::sync::{broadcast, mpsc};
 
-use super::RedisStats;
+use super::ClusterStats;
 use super::health::{DOWN_AFTER, Health};
+use crate::adapter::cluster::seam::{Messages, Received};
 
 /// A message waiting to be published: channel and payload.
 pub(super) type Outgoing = (String, Bytes);
@@ -124,7 +125,7 @@ pub(super) fn spawn_publisher(
     publisher: Client,
     capacity: usize,
     command: PublishCommand,
-    stats: Arc<RedisStats>,
+    stats: Arc<ClusterStats>,
 ) -> mpsc::Sender<Outgoing> {
     const MAX_BATCH: usize = 512;
     let (outgoing, mut queue) = mpsc::channel::<Outgoing>(capacity.max(1));
@@ -177,7 +178,7 @@ pub(super) fn spawn_publisher(
 pub(super) fn enqueue(
     outgoing: &mpsc::Sender<Outgoing>,
     health: &Health,
-    stats: &RedisStats,
+    stats: &ClusterStats,
     channel: String,
     payload: Vec<u8>,
 ) {
@@ -233,7 +234,7 @@ impl Inbox {
 
     /// Queues a message, or drops and counts it when the queue is full (a message larger
     /// than the bound is taken when the queue is empty).
-    fn push(&mut self, message: fred::types::Message, stats: &RedisStats) {
+    fn push(&mut self, message: fred::types::Message, stats: &ClusterStats) {
         let size = Self::size(&message);
         if !self.queue.is_empty() && self.bytes + size > self.max_bytes {
             self.lost(1, stats);
@@ -243,7 +244,7 @@ impl Inbox {
         self.queue.push_back((message, size));
     }
 
-    fn lost(&self, missed: u64, stats: &RedisStats) {
+    fn lost(&self, missed: u64, stats: &ClusterStats) {
         count_lost(
             &stats.received_lagged,
             missed,
@@ -253,7 +254,7 @@ impl Inbox {
     }
 
     /// The next message, counted; `None` once the client is gone.
-    pub(super) async fn next(&mut self, stats: &RedisStats) -> Option<fred::types::Message> {
+    pub(super) async fn next(&mut self, stats: &ClusterStats) -> Option<fred::types::Message> {
         loop {
             // Take what has arrived (bounded: the library's queue holds no more).
             for _ in 0..SUBSCRIBER_SLOTS {
@@ -277,19 +278,25 @@ impl Inbox {
     }
 }
 
-/// Counts and logs (the first, then at each power of two) a message from Redis that does not
-/// decode.
-pub(super) fn invalid(stats: &RedisStats, channel: &str, error: &dyn std::fmt::Display) {
-    let total = stats.received_invalid.fetch_add(1, Ordering::Relaxed) + 1;
-    if total.is_power_of_two() {
-        tracing::warn!(
-            reason = "invalid",
-            total,
-            channel,
-            %error,
-            "dropping invalid messages from Redis"
-        );
-    }
+/// The inbox as the ordered stream of received messages the cluster core reads: channel
+/// and payload move out of the client's message, nothing is copied.
+pub(super) fn received(inbox: Inbox, stats: Arc<ClusterStats>) -> Messages {
+    Box::pin(futures_util::stream::unfold(
+        (inbox, stats),
+        |(mut inbox, stats)| async move {
+            let message = inbox.next(&stats).await?;
+            let payload = match message.value {
+                fred::prelude::Value::Bytes(bytes) => Some(bytes),
+                fred::prelude::Value::String(text) => Some(text.into_inner()),
+                _ => None,
+            };
+            let received = Received {
+                channel: message.channel,
+                payload,
+            };
+            Some((received, (inbox, stats)))
+        },
+    ))
 }
 
 /// Waits until both clients are connected (or the timeout passes), and marks the link up.
@@ -430,7 +437,7 @@ mod tests {
     #[tokio::test]
     async fn the_inbox_is_bounded_in_bytes_and_counts_what_it_drops() {
         let (sender, receiver) = broadcast::channel(64);
-        let stats = RedisStats::default();
+        let stats = ClusterStats::default();
         // Room for two 100-byte messages (165 bytes each with channel and overhead).
         let mut inbox = Inbox::new(receiver, 400);
         for _ in 0..5 {

@@ -1,36 +1,40 @@
-//! The Redis adapter, wire-compatible with Node's `@socket.io/redis-adapter` 8.3 (the
-//! classic adapter) and `@socket.io/redis-emitter`: ioscale and Node nodes on one Redis
-//! behave as one cluster.
+//! The Redis adapters, wire-compatible with Node's `@socket.io/redis-adapter` 8.3 (the
+//! classic adapter, and `@socket.io/redis-emitter`; [`sharded`] for `createShardedAdapter`):
+//! ioscale and Node nodes on one Redis behave as one cluster.
 //!
-//! One [`RedisCluster`] per process holds two Redis connections (through `fred`, which
+//! Both are the cluster core ([`crate::adapter::cluster`]) over a format and a link:
+//! [`ClassicRedis`] is the link to one Redis server, speaking [`ClassicFormat`];
+//! [`sharded::ShardedRedis`] the link to a Redis Cluster, speaking
+//! [`sharded::ShardedFormat`]. A link holds two connections (through `fred`, which
 //! pipelines, reconnects with a backoff and resubscribes): a publisher fed by a bounded
-//! queue and drained in pipelined batches, and a subscriber whose read loop hands each
-//! message to its namespace's [`RedisAdapter`] without ever waiting on a client. While
+//! queue and drained in pipelined batches, and a subscriber whose messages wait in a
+//! byte-bounded queue for the node's receive loop, which never waits on a client. While
 //! Redis is down, local delivery goes on; what cannot be published is dropped and counted.
 //!
 //! Wire formats: see [`wire`]; the reference is `socketio/socket.io-redis-adapter`,
 //! `lib/index.ts` (8.3.0).
 
-mod adapter;
+mod classic;
 pub mod health;
 mod link;
 pub mod sharded;
-mod shared;
 pub mod wire;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use fred::clients::SubscriberClient;
 use fred::prelude::{Client, ClientLike, Config, EventInterface, PubsubInterface};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-pub use adapter::RedisAdapter;
+pub use classic::ClassicFormat;
 pub use health::Health;
 
-use super::{Adapter, AdapterContext, AdapterError, AdapterFactory};
+use super::cluster::seam::{Link, Messages, Subscription};
+pub use super::cluster::{ClusterNode, ClusterStats, new_uid};
+use super::{AdapterError, BoxFuture};
 
 /// Redis adapter settings. Defaults match the Node adapter.
 #[derive(Debug, Clone)]
@@ -68,59 +72,57 @@ impl RedisConfig {
     }
 }
 
-/// Counters of the Redis link, for logs, health checks and metrics.
-#[derive(Debug, Default)]
-pub struct RedisStats {
-    pub published: AtomicU64,
-    /// Messages not published: queue full, Redis down, or refused by Redis.
-    pub publish_dropped: AtomicU64,
-    /// Published messages Redis did not confirm (timeout, connection lost in flight): they
-    /// may or may not have reached the other nodes.
-    pub publish_unknown: AtomicU64,
-    pub received: AtomicU64,
-    /// Messages from Redis that did not decode (dropped).
-    pub received_invalid: AtomicU64,
-    /// Messages from Redis dropped because the subscriber loop fell behind (its queue full).
-    pub received_lagged: AtomicU64,
-    /// Times Redis closed the subscriber connection while the publisher's stayed up (its
-    /// output-buffer limit): each lost at least one message, how many is not known here.
-    pub subscriber_cuts: AtomicU64,
-    pub reconnects: AtomicU64,
-    pub requests: AtomicU64,
-    pub request_timeouts: AtomicU64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
     #[error("invalid Redis configuration: {0}")]
     Config(String),
 }
 
-/// One node's link to Redis, shared by the adapters of all its namespaces.
-pub struct RedisCluster {
-    config: RedisConfig,
-    uid: String,
+/// The link to one Redis server (classic pub/sub: `PUBLISH`, `SUBSCRIBE`, `PSUBSCRIBE`).
+pub struct ClassicRedis {
     publisher: Client,
     subscriber: SubscriberClient,
     outgoing: mpsc::Sender<link::Outgoing>,
-    adapters: DashMap<String, Weak<RedisAdapter>>,
-    stats: Arc<RedisStats>,
+    inbox: Mutex<Option<link::Inbox>>,
+    stats: Arc<ClusterStats>,
     health: Arc<Health>,
+    /// This node's uid and the key whose holder is the one node out of rotation for
+    /// repeated cuts.
+    uid: String,
+    cut_hold_key: String,
 }
 
-impl std::fmt::Debug for RedisCluster {
+impl std::fmt::Debug for ClassicRedis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisCluster")
+        f.debug_struct("ClassicRedis")
             .field("uid", &self.uid)
-            .field("up", &self.is_up())
+            .field("up", &self.health.is_up())
             .finish()
     }
 }
 
-impl RedisCluster {
-    /// Starts connecting (in the background: a node whose Redis is down still serves its
-    /// own clients, and joins the cluster once Redis answers).
-    pub fn connect(config: RedisConfig) -> Result<Arc<Self>, RedisError> {
+impl ClassicRedis {
+    /// Joins the cluster of the nodes on one Redis server with Node's classic adapter
+    /// protocol. Connects in the background: a node whose Redis is down still serves its
+    /// own clients, and joins the cluster once Redis answers.
+    pub fn connect(config: RedisConfig) -> Result<Arc<ClusterNode>, RedisError> {
+        let uid = new_uid();
+        let link = ClassicRedis::open(&config, uid.clone())?;
+        let format = ClassicFormat::new(
+            &config.key_prefix,
+            &uid,
+            config.publish_on_specific_response_channel,
+        );
+        Ok(ClusterNode::new(
+            uid,
+            Box::new(format),
+            link,
+            config.requests_timeout,
+        ))
+    }
+
+    /// The link alone (its messages wait for a [`ClusterNode`] to read them).
+    pub fn open(config: &RedisConfig, uid: String) -> Result<Arc<Self>, RedisError> {
         let redis_config =
             Config::from_url(&config.url).map_err(|e| RedisError::Config(e.to_string()))?;
         let build = |subscriber: bool| link::builder(redis_config.clone(), subscriber, 5_000);
@@ -130,41 +132,35 @@ impl RedisCluster {
         let subscriber = build(true)
             .build_subscriber_client()
             .map_err(|e| RedisError::Config(e.to_string()))?;
-        let stats = Arc::new(RedisStats::default());
+        let stats = Arc::new(ClusterStats::default());
         let outgoing = link::spawn_publisher(
             publisher.clone(),
             config.publish_queue,
             link::PublishCommand::Publish,
             stats.clone(),
         );
-        let cluster = Arc::new(RedisCluster {
-            uid: hex_id(),
+        let inbox = link::Inbox::new(subscriber.message_rx(), config.subscriber_queue_bytes);
+        let redis = Arc::new(ClassicRedis {
             publisher,
             subscriber,
             outgoing,
-            adapters: DashMap::new(),
+            inbox: Mutex::new(Some(inbox)),
             stats,
             health: Health::new(health::redacted(&config.url), "Redis"),
-            config,
+            uid,
+            cut_hold_key: cut_hold_key(&config.key_prefix),
         });
-        cluster.publisher.connect();
-        cluster.subscriber.connect();
+        redis.publisher.connect();
+        redis.subscriber.connect();
         // A spawned task: resubscribes after every reconnection.
-        drop(cluster.subscriber.manage_subscriptions());
-        tokio::spawn(subscribe_loop(
-            link::Inbox::new(
-                cluster.subscriber.message_rx(),
-                cluster.config.subscriber_queue_bytes,
-            ),
-            Arc::downgrade(&cluster),
-        ));
+        drop(redis.subscriber.manage_subscriptions());
         tokio::spawn(watch_connection(
-            cluster.subscriber.clone(),
-            cluster.publisher.clone(),
-            Arc::downgrade(&cluster),
+            redis.subscriber.clone(),
+            redis.publisher.clone(),
+            Arc::downgrade(&redis),
         ));
-        let publisher = cluster.publisher.clone();
-        tokio::spawn(health::probe(Arc::downgrade(&cluster.health), move || {
+        let publisher = redis.publisher.clone();
+        tokio::spawn(health::probe(Arc::downgrade(&redis.health), move || {
             let publisher = publisher.clone();
             async move {
                 let options = fred::prelude::Options {
@@ -174,118 +170,105 @@ impl RedisCluster {
                 publisher.with_options(&options).ping::<()>(None).await
             }
         }));
-        Ok(cluster)
+        Ok(redis)
     }
+}
 
-    /// The adapter factory to build an [`crate::Io`] with.
-    pub fn factory(self: &Arc<Self>) -> AdapterFactory {
-        let cluster = self.clone();
-        Arc::new(move |context: AdapterContext| {
-            let adapter = RedisAdapter::new(cluster.clone(), context);
-            cluster
-                .adapters
-                .insert(adapter.namespace().to_owned(), Arc::downgrade(&adapter));
-            adapter.subscribe();
-            adapter as Arc<dyn Adapter>
-        })
-    }
-
-    pub fn config(&self) -> &RedisConfig {
-        &self.config
-    }
-
-    /// This node's id on the wire (compared with `uid` to skip its own messages).
-    pub fn uid(&self) -> &str {
-        &self.uid
-    }
-
-    pub fn stats(&self) -> &RedisStats {
-        &self.stats
-    }
-
-    /// Whether both connections are up.
-    pub fn is_up(&self) -> bool {
-        self.health.is_up()
-    }
-
-    /// The link's state, PING latency, stalls and cuts.
-    pub fn health(&self) -> &Health {
-        &self.health
-    }
-
-    /// Waits until both connections are up (or the timeout passes).
-    pub async fn wait_until_up(&self, timeout: Duration) -> bool {
-        link::wait_connected(&self.publisher, &self.subscriber, &self.health, timeout).await
-    }
-
-    /// Leaves the cluster: unsubscribes everything and closes both connections (a
-    /// deliberate stop, not logged as an outage).
-    pub async fn close(&self) {
-        self.health.begin_close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = self.subscriber.unsubscribe_all().await;
-            let _ = self.subscriber.quit().await;
-            let _ = self.publisher.quit().await;
-        })
-        .await;
-        self.health.set_up(false);
-        tracing::info!(redis = %self.health.address(), "left the Redis cluster");
-    }
-
-    /// Queues a message for publishing; never waits (see [`link::enqueue`]).
+impl Link for ClassicRedis {
+    /// Queues a message for `PUBLISH`; never waits (dropped and counted when the queue is
+    /// full or Redis is down).
     fn publish(&self, channel: String, payload: Vec<u8>) {
         link::enqueue(&self.outgoing, &self.health, &self.stats, channel, payload);
     }
 
+    /// Patterns first, then channels, in one task; fred keeps the subscriptions and renews
+    /// them after every reconnection.
+    fn subscribe(&self, subscriptions: Vec<Subscription>) {
+        let subscriber = self.subscriber.clone();
+        tokio::spawn(async move {
+            let (mut patterns, mut channels) = (Vec::new(), Vec::new());
+            for subscription in subscriptions {
+                match subscription {
+                    Subscription::Pattern(pattern) => patterns.push(pattern),
+                    Subscription::Channel(channel) => channels.push(channel),
+                }
+            }
+            if !patterns.is_empty()
+                && let Err(error) = subscriber.psubscribe(patterns).await
+            {
+                tracing::warn!(%error, "Redis PSUBSCRIBE failed (retried on reconnect)");
+            }
+            if !channels.is_empty()
+                && let Err(error) = subscriber.subscribe(channels).await
+            {
+                tracing::warn!(%error, "Redis SUBSCRIBE failed (retried on reconnect)");
+            }
+        });
+    }
+
+    fn unsubscribe(&self, channel: String) {
+        let subscriber = self.subscriber.clone();
+        tokio::spawn(async move {
+            let _ = subscriber.unsubscribe(channel).await;
+        });
+    }
+
     /// `PUBSUB NUMSUB` of a channel: how many nodes subscribe to it.
-    async fn numsub(&self, channel: &str) -> Result<usize, AdapterError> {
-        let reply: Vec<fred::prelude::Value> = self
-            .publisher
-            .pubsub_numsub(channel)
-            .await
-            .map_err(|e| AdapterError::Unavailable(e.to_string()))?;
-        Ok(reply.get(1).and_then(|count| count.as_u64()).unwrap_or(0) as usize)
+    fn server_count(&self, channel: &str) -> BoxFuture<Result<usize, AdapterError>> {
+        let publisher = self.publisher.clone();
+        let channel = channel.to_owned();
+        Box::pin(async move {
+            let reply: Vec<fred::prelude::Value> = publisher
+                .pubsub_numsub(channel)
+                .await
+                .map_err(|e| AdapterError::Unavailable(e.to_string()))?;
+            Ok(reply.get(1).and_then(|count| count.as_u64()).unwrap_or(0) as usize)
+        })
     }
 
-    fn adapter(&self, nsp: &str) -> Option<Arc<RedisAdapter>> {
-        self.adapters.get(nsp).and_then(|weak| weak.upgrade())
+    fn messages(&self) -> Option<Messages> {
+        let inbox = self.inbox.lock().take()?;
+        Some(link::received(inbox, self.stats.clone()))
     }
-}
 
-/// Hands every message from Redis to its namespace's adapter. Never waits on clients:
-/// deliveries only queue bytes.
-async fn subscribe_loop(mut inbox: link::Inbox, cluster: Weak<RedisCluster>) {
-    let Some(stats) = cluster.upgrade().map(|cluster| cluster.stats.clone()) else {
-        return;
-    };
-    while let Some(message) = inbox.next(&stats).await {
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
-        let Some(payload) = message.value.as_bytes() else {
-            link::invalid(&cluster.stats, &message.channel, &"message is not a string");
-            continue;
-        };
-        let channel: &str = &message.channel;
-        let Some(kind) = wire::parse_channel(&cluster.config.key_prefix, channel) else {
-            continue;
-        };
-        let nsp = match kind {
-            wire::ChannelKind::Broadcast { nsp, .. }
-            | wire::ChannelKind::Request { nsp }
-            | wire::ChannelKind::Response { nsp } => nsp,
-        };
-        let Some(adapter) = cluster.adapter(nsp) else {
-            continue;
-        };
-        let handled = match kind {
-            wire::ChannelKind::Broadcast { room, .. } => adapter.on_broadcast(room, payload),
-            wire::ChannelKind::Request { .. } => adapter.on_request(payload),
-            wire::ChannelKind::Response { .. } => adapter.on_response(payload),
-        };
-        if let Err(error) = handled {
-            link::invalid(&cluster.stats, channel, &error);
-        }
+    fn stats(&self) -> &ClusterStats {
+        &self.stats
+    }
+
+    fn health(&self) -> &Health {
+        &self.health
+    }
+
+    fn wait_until_up(&self, timeout: Duration) -> BoxFuture<bool> {
+        let (publisher, subscriber, health) = (
+            self.publisher.clone(),
+            self.subscriber.clone(),
+            self.health.clone(),
+        );
+        Box::pin(
+            async move { link::wait_connected(&publisher, &subscriber, &health, timeout).await },
+        )
+    }
+
+    /// Unsubscribes everything and closes both connections (a deliberate stop, not logged
+    /// as an outage).
+    fn close(&self) -> BoxFuture<()> {
+        let (publisher, subscriber, health) = (
+            self.publisher.clone(),
+            self.subscriber.clone(),
+            self.health.clone(),
+        );
+        Box::pin(async move {
+            health.begin_close();
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = subscriber.unsubscribe_all().await;
+                let _ = subscriber.quit().await;
+                let _ = publisher.quit().await;
+            })
+            .await;
+            health.set_up(false);
+            tracing::info!(redis = %health.address(), "left the Redis cluster");
+        })
     }
 }
 
@@ -294,11 +277,11 @@ async fn subscribe_loop(mut inbox: link::Inbox, cluster: Weak<RedisCluster>) {
 async fn watch_connection(
     subscriber: SubscriberClient,
     publisher: Client,
-    cluster: Weak<RedisCluster>,
+    redis: Weak<ClassicRedis>,
 ) {
-    let Some((health, stats)) = cluster
+    let Some((health, stats)) = redis
         .upgrade()
-        .map(|cluster| (cluster.health.clone(), cluster.stats.clone()))
+        .map(|redis| (redis.health.clone(), redis.stats.clone()))
     else {
         return;
     };
@@ -333,16 +316,16 @@ async fn watch_connection(
         if health.is_closing() {
             return;
         }
-        let Some(cluster) = cluster.upgrade() else {
+        let Some(redis) = redis.upgrade() else {
             return;
         };
         if cut {
             health::subscriber_cut(
                 &health,
                 &stats,
-                &cluster.publisher,
-                cut_hold_key(&cluster.config.key_prefix),
-                &cluster.uid,
+                &redis.publisher,
+                redis.cut_hold_key.clone(),
+                &redis.uid,
             );
         }
         watch.observe(
@@ -355,73 +338,4 @@ async fn watch_connection(
 /// The key whose holder is the one node out of rotation for repeated cuts.
 fn cut_hold_key(prefix: &str) -> String {
     format!("{prefix}#ioscale#cut-hold")
-}
-
-/// 16 lower-case hex digits: node uids and request ids of both adapters, as Node's
-/// adapters make them.
-fn hex_id() -> String {
-    let raw: [u8; 8] = rand::random();
-    raw.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// A node's link to Redis: the classic adapter on one Redis server, or the sharded adapter
-/// on a Redis Cluster. What the application and its operations endpoints need of either.
-#[derive(Debug, Clone)]
-pub enum RedisLink {
-    Classic(Arc<RedisCluster>),
-    Sharded(Arc<sharded::ShardedCluster>),
-}
-
-impl RedisLink {
-    /// The adapter factory to build an [`crate::Io`] with.
-    pub fn factory(&self) -> AdapterFactory {
-        match self {
-            RedisLink::Classic(cluster) => cluster.factory(),
-            RedisLink::Sharded(cluster) => cluster.factory(),
-        }
-    }
-
-    pub fn is_up(&self) -> bool {
-        match self {
-            RedisLink::Classic(cluster) => cluster.is_up(),
-            RedisLink::Sharded(cluster) => cluster.is_up(),
-        }
-    }
-
-    pub fn stats(&self) -> &RedisStats {
-        match self {
-            RedisLink::Classic(cluster) => cluster.stats(),
-            RedisLink::Sharded(cluster) => cluster.stats(),
-        }
-    }
-
-    /// Up or down, PING latency, stalls, repeated cuts: what `/ready` and the metrics report.
-    pub fn health(&self) -> &Health {
-        match self {
-            RedisLink::Classic(cluster) => cluster.health(),
-            RedisLink::Sharded(cluster) => cluster.health(),
-        }
-    }
-
-    /// This node's id on the wire.
-    pub fn uid(&self) -> &str {
-        match self {
-            RedisLink::Classic(cluster) => cluster.uid(),
-            RedisLink::Sharded(cluster) => cluster.uid(),
-        }
-    }
-
-    pub async fn wait_until_up(&self, timeout: Duration) -> bool {
-        match self {
-            RedisLink::Classic(cluster) => cluster.wait_until_up(timeout).await,
-            RedisLink::Sharded(cluster) => cluster.wait_until_up(timeout).await,
-        }
-    }
-
-    pub async fn close(&self) {
-        match self {
-            RedisLink::Classic(cluster) => cluster.close().await,
-            RedisLink::Sharded(cluster) => cluster.close().await,
-        }
-    }
 }

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, FromArgMatches};
-use ioscale::adapter::redis::sharded::{ShardedCluster, ShardedConfig};
-use ioscale::adapter::redis::{RedisCluster, RedisConfig, RedisLink};
+use ioscale::adapter::redis::sharded::{ShardedConfig, ShardedRedis};
+use ioscale::adapter::redis::{ClassicRedis, RedisConfig};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -266,12 +266,10 @@ async fn wait_for_redis(options: &ClusterOptions) -> anyhow::Result<()> {
         .join(",");
     // The adapter's own connection (no subscription: this probe joins no cluster).
     let link = match options.redis_mode.redis_mode {
-        RedisMode::Classic => RedisLink::Classic(RedisCluster::connect(RedisConfig::new(
-            options.redis_url[0].clone(),
-        ))?),
-        RedisMode::Sharded => RedisLink::Sharded(ShardedCluster::connect(ShardedConfig::new(
-            options.redis_url.clone(),
-        ))?),
+        RedisMode::Classic => {
+            ClassicRedis::connect(RedisConfig::new(options.redis_url[0].clone()))?
+        }
+        RedisMode::Sharded => ShardedRedis::connect(ShardedConfig::new(options.redis_url.clone()))?,
     };
     let limit = Duration::from_secs(options.redis_wait);
     let mut up = link.wait_until_up(limit.min(Duration::from_secs(1))).await;

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use ioscale::IoConfig;
-use ioscale::adapter::redis::sharded::{ShardedCluster, ShardedConfig, SubscriptionMode};
-use ioscale::adapter::redis::{RedisCluster, RedisConfig, RedisLink};
+use ioscale::adapter::cluster::ClusterNode;
+use ioscale::adapter::redis::sharded::{ShardedConfig, ShardedRedis, SubscriptionMode};
+use ioscale::adapter::redis::{ClassicRedis, RedisConfig};
 use ioscale::engine::{AllowedOrigins, EngineConfig, Transports};
 use ioscale::socket::{HttpLimits, SocketLimits};
 
@@ -522,7 +523,7 @@ impl ServeOptions {
     }
 
     /// Connects to Redis as configured (in the background); `None` without `--redis-url`.
-    pub fn redis_link(&self) -> anyhow::Result<Option<RedisLink>> {
+    pub fn redis_link(&self) -> anyhow::Result<Option<std::sync::Arc<ClusterNode>>> {
         if self.redis_url.is_empty() {
             return Ok(None);
         }
@@ -539,7 +540,7 @@ impl ServeOptions {
                 config.requests_timeout = requests_timeout;
                 config.publish_on_specific_response_channel = self.redis_specific_response_channel;
                 config.subscriber_queue_bytes = self.redis_subscriber_queue_bytes as usize;
-                RedisLink::Classic(RedisCluster::connect(config)?)
+                ClassicRedis::connect(config)?
             }
             RedisMode::Sharded => {
                 let mut config = ShardedConfig::new(self.redis_url.clone());
@@ -547,7 +548,7 @@ impl ServeOptions {
                 config.requests_timeout = requests_timeout;
                 config.subscription_mode = self.redis_mode.redis_subscription_mode;
                 config.subscriber_queue_bytes = self.redis_subscriber_queue_bytes as usize;
-                RedisLink::Sharded(ShardedCluster::connect(config)?)
+                ShardedRedis::connect(config)?
             }
         };
         Ok(Some(link))

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use ioscale::Io;
-use ioscale::adapter::redis::{RedisLink, RedisStats};
+use ioscale::adapter::cluster::ClusterNode;
 use ioscale::metrics::{DISCONNECT_REASONS, HANDSHAKE_ERROR_CODES, LIMITS};
 use ioscale::socket::Body;
 use prometheus_client::collector::Collector;
@@ -23,7 +23,7 @@ use crate::stats::ClusterStats;
 /// The node's operational state and endpoints.
 pub struct Ops {
     io: Io,
-    cluster: Option<RedisLink>,
+    cluster: Option<Arc<ClusterNode>>,
     server_id: Arc<str>,
     started: Instant,
     shutting_down: AtomicBool,
@@ -32,7 +32,7 @@ pub struct Ops {
 }
 
 impl Ops {
-    pub fn new(io: Io, cluster: Option<RedisLink>, server_id: Arc<str>) -> Arc<Self> {
+    pub fn new(io: Io, cluster: Option<Arc<ClusterNode>>, server_id: Arc<str>) -> Arc<Self> {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(NodeCollector {
             io: io.clone(),
@@ -135,7 +135,7 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> 
 #[derive(Debug)]
 struct NodeCollector {
     io: Io,
-    cluster: Option<RedisLink>,
+    cluster: Option<Arc<ClusterNode>>,
 }
 
 fn counter(
@@ -351,7 +351,9 @@ impl Collector for NodeCollector {
             None,
             ping.metric_type(),
         )?)?;
-        let lost = |pick: fn(&RedisStats) -> &std::sync::atomic::AtomicU64| {
+        let lost = |pick: fn(
+            &ioscale::adapter::cluster::ClusterStats,
+        ) -> &std::sync::atomic::AtomicU64| {
             self.cluster.as_ref().map_or(0, |c| load(pick(c.stats())))
         };
         labeled_counters(

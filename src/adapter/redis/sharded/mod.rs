@@ -7,7 +7,8 @@
 //! request), one response channel per node `P#N#<uid>#`, and in the dynamic subscription
 //! modes one channel per room `P#N#<room>#`, subscribed by the nodes that have the room.
 //!
-//! One [`ShardedCluster`] per process holds two `fred` cluster clients: a publisher fed by a
+//! It is the cluster core over [`ShardedFormat`] and the [`ShardedRedis`] link. The link
+//! holds two `fred` cluster clients: a publisher fed by a
 //! bounded queue and drained in pipelined batches (each `SPUBLISH` goes to its slot's master),
 //! and a subscriber with one connection per master. Subscriptions are made by one task that
 //! keeps the set of wanted channels and renews them all after a reconnection or a topology
@@ -15,7 +16,7 @@
 //!
 //! Wire formats: [`wire`]; notes: `docs/wire/redis-sharded-adapter-8.3.md`.
 
-mod adapter;
+mod format;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -24,17 +25,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use fred::prelude::{
     Client, ClientLike, ClusterInterface, Config, EventInterface, PubsubInterface, ServerConfig,
 };
 use futures_util::StreamExt as _;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-pub use adapter::ShardedAdapter;
+pub use format::ShardedFormat;
 
-use super::{Health, RedisError, RedisStats, health, hex_id, link};
-use crate::adapter::{Adapter, AdapterContext, AdapterError, AdapterFactory};
+use super::{ClusterNode, ClusterStats, Health, RedisError, health, link, new_uid};
+use crate::adapter::cluster::seam::{self, Link};
+use crate::adapter::{AdapterError, BoxFuture};
 
 /// Which channels a node subscribes to, and where single-room broadcasts are published
 /// (`subscriptionMode` of the Node adapter). Every node of a cluster must use the same.
@@ -127,34 +129,50 @@ enum Subscription {
     Renew,
 }
 
-/// One node's link to a Redis Cluster, shared by the adapters of all its namespaces.
-pub struct ShardedCluster {
-    config: ShardedConfig,
-    uid: String,
+/// The link to a Redis Cluster (sharded pub/sub: `SPUBLISH`, `SSUBSCRIBE`).
+pub struct ShardedRedis {
     publisher: Client,
     subscriber: Client,
     outgoing: mpsc::Sender<link::Outgoing>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
-    adapters: DashMap<String, Weak<ShardedAdapter>>,
-    stats: Arc<RedisStats>,
+    inbox: Mutex<Option<link::Inbox>>,
+    stats: Arc<ClusterStats>,
     health: Arc<Health>,
     /// Channels wanted but not (yet) subscribed, for the logs and `/ready`.
     subscribe_failures: AtomicU64,
+    /// This node's uid and the key whose holder is the one node out of rotation for
+    /// repeated cuts.
+    uid: String,
+    cut_hold_key: String,
 }
 
-impl std::fmt::Debug for ShardedCluster {
+impl std::fmt::Debug for ShardedRedis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardedCluster")
+        f.debug_struct("ShardedRedis")
             .field("uid", &self.uid)
-            .field("up", &self.is_up())
+            .field("up", &self.health.is_up())
             .finish()
     }
 }
 
-impl ShardedCluster {
-    /// Starts connecting to the cluster in the background (local clients are served while
-    /// it is unreachable).
-    pub fn connect(config: ShardedConfig) -> Result<Arc<Self>, RedisError> {
+impl ShardedRedis {
+    /// Joins the cluster of the nodes on a Redis Cluster with Node's sharded adapter
+    /// protocol. Connects in the background (local clients are served while the Redis
+    /// Cluster is unreachable).
+    pub fn connect(config: ShardedConfig) -> Result<Arc<ClusterNode>, RedisError> {
+        let uid = new_uid();
+        let link = ShardedRedis::open(&config, uid.clone())?;
+        let format = ShardedFormat::new(&config.key_prefix, &uid, config.subscription_mode);
+        Ok(ClusterNode::new(
+            uid,
+            Box::new(format),
+            link,
+            config.requests_timeout,
+        ))
+    }
+
+    /// The link alone (its messages wait for a [`ClusterNode`] to read them).
+    pub fn open(config: &ShardedConfig, uid: String) -> Result<Arc<Self>, RedisError> {
         let redis_config = cluster_config(&config.urls)?;
         // A failed master is replaced after the cluster's node timeout: retry quickly.
         let build = |subscriber: bool| {
@@ -164,7 +182,7 @@ impl ShardedCluster {
         };
         let publisher = build(false)?;
         let subscriber = build(true)?;
-        let stats = Arc::new(RedisStats::default());
+        let stats = Arc::new(ClusterStats::default());
         let outgoing = link::spawn_publisher(
             publisher.clone(),
             config.publish_queue,
@@ -178,121 +196,124 @@ impl ShardedCluster {
             .map(|url| health::redacted(url))
             .collect::<Vec<_>>()
             .join(",");
-        let cluster = Arc::new(ShardedCluster {
-            uid: hex_id(),
-            config,
+        let inbox = link::Inbox::new(subscriber.message_rx(), config.subscriber_queue_bytes);
+        let redis = Arc::new(ShardedRedis {
             publisher,
             subscriber,
             outgoing,
             subscriptions,
-            adapters: DashMap::new(),
+            inbox: Mutex::new(Some(inbox)),
             stats,
             health: Health::new(address, "Redis Cluster"),
             subscribe_failures: AtomicU64::new(0),
+            uid,
+            cut_hold_key: super::cut_hold_key(&config.key_prefix),
         });
-        cluster.publisher.connect();
-        cluster.subscriber.connect();
-        let weak = Arc::downgrade(&cluster);
-        tokio::spawn(subscribe_loop(
-            link::Inbox::new(
-                cluster.subscriber.message_rx(),
-                cluster.config.subscriber_queue_bytes,
-            ),
-            weak.clone(),
-        ));
+        redis.publisher.connect();
+        redis.subscriber.connect();
+        let weak = Arc::downgrade(&redis);
         tokio::spawn(manage_subscriptions(
-            cluster.subscriber.clone(),
+            redis.subscriber.clone(),
             changes,
             weak.clone(),
         ));
         tokio::spawn(watch_cluster(
-            cluster.subscriber.clone(),
-            cluster.publisher.clone(),
+            redis.subscriber.clone(),
+            redis.publisher.clone(),
             weak,
         ));
-        let publisher = cluster.publisher.clone();
-        tokio::spawn(health::probe(Arc::downgrade(&cluster.health), move || {
+        let publisher = redis.publisher.clone();
+        tokio::spawn(health::probe(Arc::downgrade(&redis.health), move || {
             ping_masters(publisher.clone())
         }));
-        Ok(cluster)
-    }
-
-    /// The adapter factory to build an [`crate::Io`] with.
-    pub fn factory(self: &Arc<Self>) -> AdapterFactory {
-        let cluster = self.clone();
-        Arc::new(move |context: AdapterContext| {
-            let adapter = ShardedAdapter::new(cluster.clone(), context);
-            cluster
-                .adapters
-                .insert(adapter.namespace().to_owned(), Arc::downgrade(&adapter));
-            adapter.subscribe();
-            adapter as Arc<dyn Adapter>
-        })
-    }
-
-    pub fn config(&self) -> &ShardedConfig {
-        &self.config
-    }
-
-    /// This node's id on the wire (16 hex digits, as Node's adapters make them).
-    pub fn uid(&self) -> &str {
-        &self.uid
-    }
-
-    pub fn stats(&self) -> &RedisStats {
-        &self.stats
-    }
-
-    /// Whether both clients are connected to the cluster.
-    pub fn is_up(&self) -> bool {
-        self.health.is_up()
-    }
-
-    /// The link's state, PING latency (of the slowest master), stalls and cuts.
-    pub fn health(&self) -> &Health {
-        &self.health
-    }
-
-    /// Waits until both clients are connected (or the timeout passes).
-    pub async fn wait_until_up(&self, timeout: Duration) -> bool {
-        link::wait_connected(&self.publisher, &self.subscriber, &self.health, timeout).await
-    }
-
-    /// Leaves the cluster: closing the connections drops every subscription (Node sends
-    /// nothing either). A deliberate stop, not logged as an outage.
-    pub async fn close(&self) {
-        self.health.begin_close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = self.subscriber.quit().await;
-            let _ = self.publisher.quit().await;
-        })
-        .await;
-        self.health.set_up(false);
-        tracing::info!(redis = %self.health.address(), "left the Redis Cluster");
-    }
-
-    /// Queues a message for `SPUBLISH`; never waits (see [`link::enqueue`]).
-    fn publish(&self, channel: String, payload: Vec<u8>) {
-        link::enqueue(&self.outgoing, &self.health, &self.stats, channel, payload);
+        Ok(redis)
     }
 
     fn want(&self, change: Subscription) {
         let _ = self.subscriptions.send(change);
     }
+}
+
+impl Link for ShardedRedis {
+    /// Queues a message for `SPUBLISH`; never waits (dropped and counted when the queue is
+    /// full or Redis is down).
+    fn publish(&self, channel: String, payload: Vec<u8>) {
+        link::enqueue(&self.outgoing, &self.health, &self.stats, channel, payload);
+    }
+
+    /// Sharded pub/sub has no patterns: the sharded format asks for channels only.
+    fn subscribe(&self, subscriptions: Vec<seam::Subscription>) {
+        for subscription in subscriptions {
+            match subscription {
+                seam::Subscription::Channel(channel) => self.want(Subscription::Add(channel)),
+                seam::Subscription::Pattern(pattern) => {
+                    tracing::warn!(pattern, "sharded pub/sub has no pattern subscriptions")
+                }
+            }
+        }
+    }
+
+    fn unsubscribe(&self, channel: String) {
+        self.want(Subscription::Remove(channel));
+    }
 
     /// `PUBSUB SHARDNUMSUB` of a channel, asked of its slot's master: how many nodes
     /// subscribe to it (Node sums the answers of every master; the others answer 0).
-    async fn shard_numsub(&self, channel: &str) -> Result<usize, AdapterError> {
-        let reply: Vec<fred::prelude::Value> = self
-            .publisher
-            .pubsub_shardnumsub(channel)
-            .await
-            .map_err(|e| AdapterError::Unavailable(e.to_string()))?;
-        Ok(reply.get(1).and_then(|count| count.as_u64()).unwrap_or(0) as usize)
+    fn server_count(&self, channel: &str) -> BoxFuture<Result<usize, AdapterError>> {
+        let publisher = self.publisher.clone();
+        let channel = channel.to_owned();
+        Box::pin(async move {
+            let reply: Vec<fred::prelude::Value> = publisher
+                .pubsub_shardnumsub(channel)
+                .await
+                .map_err(|e| AdapterError::Unavailable(e.to_string()))?;
+            Ok(reply.get(1).and_then(|count| count.as_u64()).unwrap_or(0) as usize)
+        })
     }
 
-    fn adapter(&self, nsp: &str) -> Option<Arc<ShardedAdapter>> {
-        self.adapters.get(nsp).and_then(|weak| weak.upgrade())
+    fn messages(&self) -> Option<seam::Messages> {
+        let inbox = self.inbox.lock().take()?;
+        Some(link::received(inbox, self.stats.clone()))
+    }
+
+    fn stats(&self) -> &ClusterStats {
+        &self.stats
+    }
+
+    /// The link's state, PING latency (of the slowest master), stalls and cuts.
+    fn health(&self) -> &Health {
+        &self.health
+    }
+
+    fn wait_until_up(&self, timeout: Duration) -> BoxFuture<bool> {
+        let (publisher, subscriber, health) = (
+            self.publisher.clone(),
+            self.subscriber.clone(),
+            self.health.clone(),
+        );
+        Box::pin(
+            async move { link::wait_connected(&publisher, &subscriber, &health, timeout).await },
+        )
+    }
+
+    /// Closing the connections drops every subscription (Node sends nothing either). A
+    /// deliberate stop, not logged as an outage.
+    fn close(&self) -> BoxFuture<()> {
+        let (publisher, subscriber, health) = (
+            self.publisher.clone(),
+            self.subscriber.clone(),
+            self.health.clone(),
+        );
+        Box::pin(async move {
+            health.begin_close();
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = subscriber.quit().await;
+                let _ = publisher.quit().await;
+            })
+            .await;
+            health.set_up(false);
+            tracing::info!(redis = %health.address(), "left the Redis Cluster");
+        })
     }
 }
 
@@ -359,38 +380,12 @@ async fn ping_masters(publisher: Client) -> Result<(), fred::error::Error> {
         .collect()
 }
 
-/// Hands every sharded message to its namespace's adapter; never waits on clients.
-async fn subscribe_loop(mut inbox: link::Inbox, cluster: Weak<ShardedCluster>) {
-    let Some(stats) = cluster.upgrade().map(|cluster| cluster.stats.clone()) else {
-        return;
-    };
-    while let Some(message) = inbox.next(&stats).await {
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
-        let channel: &str = &message.channel;
-        let Some((nsp, tail)) = wire::parse_channel(&cluster.config.key_prefix, channel) else {
-            continue;
-        };
-        let Some(adapter) = cluster.adapter(nsp) else {
-            continue;
-        };
-        let handled = match message.value.as_bytes() {
-            Some(payload) => adapter.on_message(tail, payload),
-            None => Err(super::wire::WireError::Shape("message is not a string")),
-        };
-        if let Err(error) = handled {
-            link::invalid(&cluster.stats, channel, &error);
-        }
-    }
-}
-
 /// Applies subscription changes in order, one channel per command (channels of one
 /// `SSUBSCRIBE` must share a slot), and renews them all on request.
 async fn manage_subscriptions(
     subscriber: Client,
     mut changes: mpsc::UnboundedReceiver<Subscription>,
-    cluster: Weak<ShardedCluster>,
+    cluster: Weak<ShardedRedis>,
 ) {
     const MAX_BATCH: usize = 4096;
     const IN_FLIGHT: usize = 32;
@@ -470,7 +465,7 @@ async fn manage_subscriptions(
 /// its slot moves (to a promoted replica, say) and tells them with a push that the client
 /// library discards; the old master may even go on accepting `SPUBLISH` as a replica, so
 /// nothing fails. Hence the slot map is read again every second and compared.
-async fn watch_cluster(subscriber: Client, publisher: Client, cluster: Weak<ShardedCluster>) {
+async fn watch_cluster(subscriber: Client, publisher: Client, cluster: Weak<ShardedRedis>) {
     let Some((health, stats)) = cluster
         .upgrade()
         .map(|cluster| (cluster.health.clone(), cluster.stats.clone()))
@@ -540,7 +535,7 @@ async fn watch_cluster(subscriber: Client, publisher: Client, cluster: Weak<Shar
                 &health,
                 &stats,
                 &cluster.publisher,
-                super::cut_hold_key(&cluster.config.key_prefix),
+                cluster.cut_hold_key.clone(),
                 &cluster.uid,
             );
         }
@@ -621,12 +616,12 @@ mod tests {
 
     #[test]
     fn hex_ids_are_sixteen_lower_case_digits() {
-        let id = hex_id();
+        let id = new_uid();
         assert_eq!(id.len(), 16);
         assert!(
             id.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         );
-        assert_ne!(id, hex_id());
+        assert_ne!(id, new_uid());
     }
 }
