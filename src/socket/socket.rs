@@ -12,11 +12,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::broadcast::{AckError, BroadcastOperator};
 use super::client::ClientState;
 use super::namespace::{EventHandler, Namespace};
-use super::packet::{Packet, encode_text_into};
-use super::payload::Payload;
 use crate::adapter::{AckEvent, AckRoute, Recipient, Room, SocketInfo};
-use crate::engine::{CloseReason, Frame, PushError, RequestInfo, Session, Sid};
+use crate::engine::{CloseReason, PushError, RequestInfo, Session};
 use crate::metrics::Limit;
+use crate::protocol::Payload;
+use crate::protocol::socketio::Packet;
+use crate::protocol::{Frame, Sid, encode_frames};
 
 /// Why a socket disconnected, with Socket.IO's reason strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -462,17 +463,6 @@ pub(crate) fn event_packet(nsp: &str, event: &str, payload: Payload) -> Packet {
     let mut packet = Packet::event(nsp, Value::Array(args));
     packet.attachments = payload.attachments;
     packet
-}
-
-/// Encodes a packet once into Engine.IO frames: the `4`-prefixed text, then attachments.
-pub(crate) fn encode_frames(packet: &Packet) -> Vec<Frame> {
-    let mut text = String::with_capacity(64);
-    text.push('4');
-    encode_text_into(packet, &mut text);
-    let mut frames = Vec::with_capacity(1 + packet.attachments.len());
-    frames.push(Frame::Text(text.into()));
-    frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
-    frames
 }
 
 #[cfg(test)]

@@ -16,10 +16,10 @@ use crate::adapter::{
     AckEvent, AckRoute, Adapter, AdapterContext, AdapterError, BoxFuture, Broadcast,
     BroadcastFlags, MemoryAdapter, Room, ServerEventHook, SocketInfo, Target,
 };
-use crate::engine::Sid;
 use crate::metrics::Metrics;
-use crate::socket::Payload;
-use crate::socket::encode_frames;
+use crate::protocol::Payload;
+use crate::protocol::Sid;
+use crate::protocol::encode_frames;
 
 pub struct RedisAdapter {
     local: MemoryAdapter,

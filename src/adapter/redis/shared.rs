@@ -9,9 +9,9 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::adapter::{AckEvent, AckRoute, MemoryAdapter, ServerEventHook, Target};
-use crate::socket::Payload;
-use crate::socket::encode_frames;
-use crate::socket::packet::Packet;
+use crate::protocol::Payload;
+use crate::protocol::encode_frames;
+use crate::protocol::socketio::Packet;
 
 /// Hands another node's server-side event with ack to the handlers; `answer` gets the
 /// first argument of the first ack. A handler that never answers is given up after
@@ -128,23 +128,23 @@ macro_rules! delegate_local_rooms {
             self.local.add_socket(recipient);
         }
 
-        fn remove_socket(&self, sid: crate::engine::Sid) {
+        fn remove_socket(&self, sid: crate::protocol::Sid) {
             self.local.remove_socket(sid);
         }
 
-        fn join(&self, sid: crate::engine::Sid, rooms: &[crate::adapter::Room]) {
+        fn join(&self, sid: crate::protocol::Sid, rooms: &[crate::adapter::Room]) {
             self.local.join(sid, rooms);
         }
 
-        fn leave(&self, sid: crate::engine::Sid, room: &str) {
+        fn leave(&self, sid: crate::protocol::Sid, room: &str) {
             self.local.leave(sid, room);
         }
 
-        fn socket_rooms(&self, sid: crate::engine::Sid) -> Vec<crate::adapter::Room> {
+        fn socket_rooms(&self, sid: crate::protocol::Sid) -> Vec<crate::adapter::Room> {
             self.local.socket_rooms(sid)
         }
 
-        fn sockets(&self, target: &crate::adapter::Target) -> Vec<crate::engine::Sid> {
+        fn sockets(&self, target: &crate::adapter::Target) -> Vec<crate::protocol::Sid> {
             self.local.sockets(target)
         }
 

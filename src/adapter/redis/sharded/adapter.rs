@@ -20,8 +20,8 @@ use crate::adapter::{
     Target,
 };
 use crate::metrics::Metrics;
-use crate::socket::Payload;
-use crate::socket::encode_frames;
+use crate::protocol::Payload;
+use crate::protocol::encode_frames;
 
 pub struct ShardedAdapter {
     local: MemoryAdapter,
