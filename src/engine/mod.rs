@@ -29,6 +29,7 @@ pub use crate::protocol::engineio::Frame;
 /// Session ids, now in the protocol layer (the old path, kept for users).
 pub use crate::protocol::sid;
 pub use config::{AllowedOrigins, EngineConfig, Transports};
+pub use http_util::EngineError;
 pub use outbox::PushError;
 pub use server::Engine;
 pub use session::{CloseReason, RequestInfo, Session, TransportKind};

@@ -182,8 +182,7 @@ impl<H: EngineHandler> Engine<H> {
             Err(()) => Err((EngineError::Forbidden, Cors::None)),
         };
         if let Err((error, _)) = &result {
-            let counter = &self.shared.metrics.handshake_errors[*error as usize];
-            let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
+            let count = self.shared.metrics.handshake_errors.increment(*error);
             if *error == EngineError::Forbidden {
                 log_refused_origin(&request_origin, remote_addr, count);
             }
