@@ -8,8 +8,8 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ioscale::adapter::{AckRoute, Adapter, MemoryAdapter, Recipient, SocketInfo, Target};
 use ioscale::engine::outbox::Outbox;
-use ioscale::engine::{Frame, Sid};
-use ioscale::socket::packet::{Decoder, Packet, encode_text_into};
+use ioscale::protocol::socketio::{Decoder, Packet, encode_text_into};
+use ioscale::protocol::{Frame, Sid};
 use serde_json::json;
 
 /// A socket stand-in whose delivery is the real one: a push onto a bounded outbox.

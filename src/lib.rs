@@ -6,6 +6,7 @@ pub mod balance;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod protocol;
 pub mod socket;
 
 pub use adapter::{Adapter, Room, RoomEvent};

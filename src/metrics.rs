@@ -10,33 +10,57 @@ pub const FANOUT_BUCKETS: [f64; 12] = [
     0.25,
 ];
 
-/// Socket disconnect reasons, in the order [`Metrics::disconnects`] counts them.
-pub const DISCONNECT_REASONS: [&str; 9] = [
-    "transport close",
-    "transport error",
-    "ping timeout",
-    "parse error",
-    "forced close",
-    "forced server close",
-    "server shutting down",
-    "client namespace disconnect",
-    "server namespace disconnect",
-];
+/// A label whose values are an enum's variants. The enum lives with the layer that counts
+/// it (disconnect reasons in the socket layer, handshake error codes in the engine) and
+/// says its own label values; this module only keeps one counter per value and never
+/// names a layer's enum, so every layer can import it.
+pub trait Label: Copy + 'static {
+    /// Every value, in [`Label::index`] order (what an exporter iterates).
+    const ALL: &'static [Self];
+    /// The label value, as exported (`reason="ping timeout"`, `code="4"`).
+    fn as_str(self) -> &'static str;
+    /// Position of the value in [`Label::ALL`], below [`MAX_LABEL_VALUES`].
+    fn index(self) -> usize;
+}
 
-/// Limits that refused something, in the order [`Metrics::limit_rejections`] counts them.
-pub const LIMITS: [&str; 9] = [
-    "connections",
-    "connections_per_ip",
-    "url_length",
-    "event_rate",
-    "rooms_per_socket",
-    "namespaces_per_connection",
-    "pending_acks",
-    "header_bytes",
-    "header_read_timeout",
-];
+/// How many values one label may have (a unit test per label checks its enum fits).
+pub const MAX_LABEL_VALUES: usize = 16;
 
-/// Which limit refused something (index into [`LIMITS`]).
+/// One counter per value of a [`Label`]. Which enum labels it is said where the field
+/// is declared; the typed methods take that enum.
+#[derive(Debug, Default)]
+pub struct LabeledCounters([AtomicU64; MAX_LABEL_VALUES]);
+
+impl LabeledCounters {
+    /// Adds one for `label` and returns the new count.
+    pub fn increment<L: Label>(&self, label: L) -> u64 {
+        self.0[label.index()].fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn get<L: Label>(&self, label: L) -> u64 {
+        self.0[label.index()].load(Ordering::Relaxed)
+    }
+
+    /// `(label value, count)` for every value of `L`, in its order.
+    pub fn samples<L: Label>(&self) -> Vec<(&'static str, u64)> {
+        L::ALL
+            .iter()
+            .map(|label| (label.as_str(), self.get(*label)))
+            .collect()
+    }
+}
+
+impl std::ops::Index<usize> for LabeledCounters {
+    type Output = AtomicU64;
+
+    /// The counter at a label's [`Label::index`].
+    fn index(&self, index: usize) -> &AtomicU64 {
+        &self.0[index]
+    }
+}
+
+/// Which limit refused something. The limits are checked by several layers (the HTTP
+/// server, the engine, the socket layer), so the enum lives here, below all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     Connections,
@@ -52,8 +76,44 @@ pub enum Limit {
     HeaderReadTimeout,
 }
 
-/// Engine.IO handshake and request error codes 0-5, as [`Metrics::handshake_errors`] counts them.
-pub const HANDSHAKE_ERROR_CODES: usize = 6;
+impl Label for Limit {
+    const ALL: &'static [Limit] = &[
+        Limit::Connections,
+        Limit::ConnectionsPerIp,
+        Limit::UrlLength,
+        Limit::EventRate,
+        Limit::RoomsPerSocket,
+        Limit::NamespacesPerConnection,
+        Limit::PendingAcks,
+        Limit::HeaderBytes,
+        Limit::HeaderReadTimeout,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Limit::Connections => "connections",
+            Limit::ConnectionsPerIp => "connections_per_ip",
+            Limit::UrlLength => "url_length",
+            Limit::EventRate => "event_rate",
+            Limit::RoomsPerSocket => "rooms_per_socket",
+            Limit::NamespacesPerConnection => "namespaces_per_connection",
+            Limit::PendingAcks => "pending_acks",
+            Limit::HeaderBytes => "header_bytes",
+            Limit::HeaderReadTimeout => "header_read_timeout",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Limit {
+    /// The label value (`limit="pending_acks"`).
+    pub fn as_str(self) -> &'static str {
+        Label::as_str(self)
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -71,9 +131,12 @@ pub struct Metrics {
     pub dropped_volatile: AtomicU64,
     /// Slow consumers disconnected.
     pub slow_consumers: AtomicU64,
-    pub disconnects: [AtomicU64; DISCONNECT_REASONS.len()],
-    pub handshake_errors: [AtomicU64; HANDSHAKE_ERROR_CODES],
-    pub limit_rejections: [AtomicU64; LIMITS.len()],
+    /// Socket disconnections, labelled by `socket::DisconnectReason`.
+    pub disconnects: LabeledCounters,
+    /// Refused Engine.IO requests, labelled by `engine::EngineError` (its code).
+    pub handshake_errors: LabeledCounters,
+    /// Refusals, labelled by [`Limit`].
+    pub limit_rejections: LabeledCounters,
     pub fanout: Histogram,
 }
 
@@ -85,14 +148,9 @@ impl Metrics {
     /// Counts a refusal and logs it: the first time, then at every power of two, so a
     /// flood cannot flood the logs too.
     pub(crate) fn limit_hit(&self, limit: Limit, detail: &str) {
-        let count = self.limit_rejections[limit as usize].fetch_add(1, Ordering::Relaxed) + 1;
+        let count = self.limit_rejections.increment(limit);
         if count.is_power_of_two() {
-            tracing::warn!(
-                limit = LIMITS[limit as usize],
-                count,
-                detail,
-                "limit reached"
-            );
+            tracing::warn!(limit = limit.as_str(), count, detail, "limit reached");
         }
     }
 }
@@ -135,18 +193,44 @@ impl Histogram {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Checks a label's enum against what [`LabeledCounters`] and an exporter assume.
+    pub(crate) fn check_label<L: Label + std::fmt::Debug + PartialEq>() {
+        assert!(L::ALL.len() <= MAX_LABEL_VALUES);
+        for (position, label) in L::ALL.iter().enumerate() {
+            assert_eq!(label.index(), position, "{label:?}");
+        }
+        let mut values: Vec<_> = L::ALL.iter().map(|label| label.as_str()).collect();
+        values.sort_unstable();
+        values.dedup();
+        assert_eq!(values.len(), L::ALL.len(), "label values are distinct");
+    }
 
     #[test]
     fn limit_labels_follow_the_enum() {
-        assert_eq!(LIMITS[Limit::PendingAcks as usize], "pending_acks");
-        assert_eq!(LIMITS[Limit::HeaderBytes as usize], "header_bytes");
+        check_label::<Limit>();
+        assert_eq!(Limit::PendingAcks.as_str(), "pending_acks");
+        assert_eq!(Limit::HeaderBytes.as_str(), "header_bytes");
+        assert_eq!(Limit::HeaderReadTimeout.as_str(), "header_read_timeout");
+        assert_eq!(Limit::ALL.len(), Limit::HeaderReadTimeout as usize + 1);
+    }
+
+    #[test]
+    fn labeled_counters_count_per_value() {
+        let counters = LabeledCounters::default();
+        assert_eq!(counters.increment(Limit::EventRate), 1);
+        assert_eq!(counters.increment(Limit::EventRate), 2);
+        counters.increment(Limit::Connections);
+        let samples = counters.samples::<Limit>();
+        assert_eq!(samples.len(), Limit::ALL.len());
+        assert_eq!(samples[0], ("connections", 1));
+        assert_eq!(samples[3], ("event_rate", 2));
         assert_eq!(
-            LIMITS[Limit::HeaderReadTimeout as usize],
-            "header_read_timeout"
+            counters[Limit::EventRate as usize].load(Ordering::Relaxed),
+            2
         );
-        assert_eq!(LIMITS.len(), Limit::HeaderReadTimeout as usize + 1);
     }
 
     #[test]

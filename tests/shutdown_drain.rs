@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{http, open_polling};
-use ioscale::Io;
-use ioscale::metrics::DISCONNECT_REASONS;
+use ioscale::{DisconnectReason, Io};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -37,12 +35,9 @@ async fn a_polling_client_between_polls_collects_its_queue_and_the_close_during_
     // Queued while no poll is pending, then the shutdown.
     assert_eq!(io.emit("news", "queued"), 1);
     let _ = stop.send(());
-    let shutting_down = DISCONNECT_REASONS
-        .iter()
-        .position(|reason| *reason == "server shutting down")
-        .expect("a disconnect reason");
+    let shutting_down = DisconnectReason::ServerShuttingDown;
     tokio::time::timeout(Duration::from_secs(5), async {
-        while io.metrics().disconnects[shutting_down].load(Ordering::Relaxed) == 0 {
+        while io.metrics().disconnects.get(shutting_down) == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })

@@ -5,7 +5,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use ioscale::engine::packet::{
+use ioscale::protocol::engineio::{
     Frame, Packet, PacketType, decode_payload, decode_text, encode_payload,
 };
 use libfuzzer_sys::fuzz_target;

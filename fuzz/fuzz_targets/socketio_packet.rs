@@ -8,7 +8,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use ioscale::socket::packet::{Decoder, Packet, encode};
+use ioscale::protocol::socketio::{Decoder, Packet, encode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {

@@ -6,7 +6,7 @@ use std::collections::hash_map;
 use std::sync::Arc;
 
 use super::Recipient;
-use crate::engine::Sid;
+use crate::protocol::Sid;
 
 pub(crate) enum Members {
     One(Sid, Arc<dyn Recipient>),
@@ -92,7 +92,7 @@ impl<'a> Iterator for Iter<'a> {
 mod tests {
     use super::*;
     use crate::adapter::{AckRoute, SocketInfo};
-    use crate::engine::Frame;
+    use crate::protocol::Frame;
 
     struct Nobody(Sid);
 

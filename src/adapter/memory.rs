@@ -12,9 +12,9 @@ use super::{
     AckEvent, AckRoute, Adapter, AdapterError, BoxFuture, Broadcast, BroadcastFlags, Recipient,
     Room, RoomEvent, RoomEventHook, SocketInfo, Target,
 };
-use crate::engine::{Frame, Sid};
 use crate::metrics::Metrics;
-use crate::socket::Payload;
+use crate::protocol::Payload;
+use crate::protocol::{Frame, Sid};
 
 /// Rooms index of one namespace. Maps are sharded (no global lock on the broadcast
 /// path), and a broadcast to a room touches only that room's members.

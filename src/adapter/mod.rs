@@ -17,9 +17,9 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{Frame, Sid};
-use crate::socket::Payload;
-use crate::socket::packet::Packet;
+use crate::protocol::Payload;
+use crate::protocol::socketio::Packet;
+use crate::protocol::{Frame, Sid};
 
 pub use memory::MemoryAdapter;
 

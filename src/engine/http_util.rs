@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::config::AllowedOrigins;
+use crate::metrics::Label;
 
 pub type Body = Full<Bytes>;
 
@@ -18,6 +19,33 @@ pub enum EngineError {
     BadRequest = 3,
     Forbidden = 4,
     UnsupportedProtocolVersion = 5,
+}
+
+/// The `code` label of `ioscale_handshake_errors_total`: the code of the error body.
+impl Label for EngineError {
+    const ALL: &'static [EngineError] = &[
+        EngineError::UnknownTransport,
+        EngineError::UnknownSid,
+        EngineError::BadHandshakeMethod,
+        EngineError::BadRequest,
+        EngineError::Forbidden,
+        EngineError::UnsupportedProtocolVersion,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            EngineError::UnknownTransport => "0",
+            EngineError::UnknownSid => "1",
+            EngineError::BadHandshakeMethod => "2",
+            EngineError::BadRequest => "3",
+            EngineError::Forbidden => "4",
+            EngineError::UnsupportedProtocolVersion => "5",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 impl EngineError {
@@ -184,6 +212,15 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_are_the_metric_labels() {
+        crate::metrics::tests::check_label::<EngineError>();
+        for error in EngineError::ALL {
+            assert_eq!(error.as_str(), (*error as u8).to_string(), "{error:?}");
+        }
+        assert_eq!(EngineError::ALL.len(), 6);
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

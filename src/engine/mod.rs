@@ -8,11 +8,9 @@
 mod config;
 mod http_util;
 pub mod outbox;
-pub mod packet;
 mod polling;
 mod server;
 mod session;
-pub mod sid;
 mod timer;
 mod websocket;
 mod ws_io;
@@ -21,14 +19,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::protocol::Utf8Bytes;
+
+pub use crate::protocol::Sid;
+/// The Engine.IO codec, now in the protocol layer (the old path, kept for users).
+pub use crate::protocol::engineio as packet;
+pub use crate::protocol::engineio::Frame;
+/// Session ids, now in the protocol layer (the old path, kept for users).
+pub use crate::protocol::sid;
 pub use config::{AllowedOrigins, EngineConfig, Transports};
+pub use http_util::EngineError;
 pub use outbox::PushError;
-pub use packet::Frame;
 pub use server::Engine;
 pub use session::{CloseReason, RequestInfo, Session, TransportKind};
-pub use sid::Sid;
 
 /// A `message` packet's data as received.
 #[derive(Debug, Clone, PartialEq)]

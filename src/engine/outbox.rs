@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::packet::Frame;
+use crate::protocol::engineio::Frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {

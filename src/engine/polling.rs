@@ -10,10 +10,10 @@ use hyper::body::Incoming;
 
 use super::EngineHandler;
 use super::http_util::{Body, Cors, status_response, text_response};
-use super::packet::{Frame, decode_payload_prefix, encode_payload};
 use super::server::{Shared, on_packet};
 use super::session::{CloseReason, Session, TransportKind};
 use crate::metrics::Metrics;
+use crate::protocol::engineio::{Frame, decode_payload_prefix, encode_payload};
 
 const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
 

@@ -13,12 +13,12 @@ use super::http_util::{
     Body, Cors, EngineError, check_origin, preflight_response, query_param, status_response,
     text_response,
 };
-use super::packet::{Frame, Packet, PacketType};
 use super::session::{CloseReason, RequestInfo, Session, TransportKind};
-use super::sid::Sid;
 use super::timer::{Due, Millis, Timers};
 use super::{EngineHandler, Message, polling, websocket};
 use crate::metrics::{Limit, Metrics};
+use crate::protocol::Sid;
+use crate::protocol::engineio::{Frame, Packet, PacketType};
 
 /// An Engine.IO server. Cheap to clone; clones share sessions.
 pub struct Engine<H: EngineHandler> {
@@ -182,8 +182,7 @@ impl<H: EngineHandler> Engine<H> {
             Err(()) => Err((EngineError::Forbidden, Cors::None)),
         };
         if let Err((error, _)) = &result {
-            let counter = &self.shared.metrics.handshake_errors[*error as usize];
-            let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
+            let count = self.shared.metrics.handshake_errors.increment(*error);
             if *error == EngineError::Forbidden {
                 log_refused_origin(&request_origin, remote_addr, count);
             }

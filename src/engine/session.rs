@@ -10,10 +10,10 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::outbox::{Outbox, PushError};
-use super::packet::Frame;
-use super::sid::Sid;
 use super::timer::{Millis, SessionTimer, Timers};
 use crate::metrics::Metrics;
+use crate::protocol::Sid;
+use crate::protocol::engineio::Frame;
 
 /// The transport a session currently writes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::sid::Sid;
+use crate::protocol::Sid;
 
 /// Milliseconds since the timers' epoch.
 pub(crate) type Millis = u64;

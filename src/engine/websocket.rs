@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -12,6 +13,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::Utf8Bytes as WsText;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -21,11 +23,12 @@ use std::sync::atomic::Ordering;
 
 use super::EngineHandler;
 use super::http_util::Body;
-use super::packet::{Frame, Packet, decode_text};
 use super::server::{Engine, on_packet};
 use super::session::{CloseReason, Session, TransportKind};
 use super::ws_io::{ReadStash, write_frames};
 use crate::metrics::Metrics;
+use crate::protocol::Utf8Bytes;
+use crate::protocol::engineio::{Frame, Packet, decode_text};
 
 type Socket = WebSocketStream<ReadStash<TokioIo<Upgraded>>>;
 
@@ -218,7 +221,7 @@ async fn run_socket<H: EngineHandler>(
             incoming = socket.next() => match incoming {
                 Some(Ok(WsMessage::Text(text))) => {
                     Metrics::add(&metrics.bytes_received, text.len() as u64);
-                    match decode_text(text) {
+                    match decode_text(from_ws_text(text)) {
                         Ok(packet) => on_packet(&engine.shared, session, packet),
                         Err(error) => {
                             tracing::debug!(sid = %session.id, %error, "invalid packet");
@@ -316,4 +319,14 @@ async fn write_batch(
     socket.flush().await?;
     let size_hint = bytes + 10 * batch.len();
     write_frames(socket.get_mut(), batch.drain(..), size_hint).await
+}
+
+/// tungstenite's text as the codec's text: the same buffer, not copied or checked again.
+fn from_ws_text(text: WsText) -> Utf8Bytes {
+    // SAFETY: tungstenite's `Utf8Bytes` only ever holds valid UTF-8 (it checks each text
+    // frame once as it reads it).
+    #[allow(unsafe_code)]
+    unsafe {
+        Utf8Bytes::from_bytes_unchecked(Bytes::from(text))
+    }
 }

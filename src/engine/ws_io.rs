@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use super::packet::Frame;
+use crate::protocol::engineio::Frame;
 
 /// Bytes read from the socket at once (on the stack, so no per-connection cost).
 const READ_CHUNK: usize = 4096;

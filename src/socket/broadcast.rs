@@ -8,11 +8,12 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::namespace::Namespace;
-use super::payload::Payload;
-use super::socket::{encode_frames, event_packet};
+use super::socket::event_packet;
 use crate::adapter::{
     AckEvent, AckRoute, AdapterError, Broadcast, BroadcastFlags, Room, SocketInfo, Target,
 };
+use crate::protocol::Payload;
+use crate::protocol::encode_frames;
 
 /// Why waiting for an ack ended without one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -199,7 +200,7 @@ impl BroadcastOperator {
     }
 
     /// Ids of the sockets this operator targets on this node.
-    pub fn socket_ids(&self) -> Vec<crate::engine::Sid> {
+    pub fn socket_ids(&self) -> Vec<crate::protocol::Sid> {
         self.ns.adapter.sockets(&self.target)
     }
 }

@@ -7,11 +7,12 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use super::io::IoInner;
-use super::packet::{Decoder, Packet, PacketKind};
-use super::payload::Payload;
-use super::socket::{AckSender, DisconnectReason, Event, Socket, encode_frames};
+use super::socket::{AckSender, DisconnectReason, Event, Socket};
 use crate::engine::{CloseReason, Message, Session};
 use crate::metrics::Limit;
+use crate::protocol::Payload;
+use crate::protocol::encode_frames;
+use crate::protocol::socketio::{Decoder, Packet, PacketKind};
 
 /// Socket.IO's cap on binary attachments per packet.
 const MAX_ATTACHMENTS: usize = 10;

@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 use super::broadcast::BroadcastOperator;
 use super::client::{self, ClientState};
 use super::namespace::Namespace;
-use super::payload::Payload;
 use super::socket::DisconnectReason;
 use crate::adapter::{
     Adapter, AdapterContext, AdapterFactory, MemoryAdapter, Room, RoomEvent, RoomEventHook,
@@ -24,6 +23,7 @@ use crate::adapter::{
 };
 use crate::engine::{CloseReason, Engine, EngineConfig, EngineHandler, Message, Session};
 use crate::metrics::Metrics;
+use crate::protocol::Payload;
 
 /// Socket.IO settings. Defaults match Socket.IO's server.
 #[derive(Debug, Clone)]

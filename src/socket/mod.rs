@@ -7,15 +7,14 @@ mod client;
 pub mod handshake;
 mod io;
 mod namespace;
-pub mod packet;
-mod payload;
 #[allow(clippy::module_inception)]
 mod socket;
 
 pub use crate::http::{HttpLimits, serve_http, serve_http_with};
+pub use crate::protocol::Payload;
+/// The Socket.IO codec, now in the protocol layer (the old path, kept for users).
+pub use crate::protocol::socketio as packet;
 pub use broadcast::{AckError, BroadcastAcks, BroadcastOperator, RemoteSocket};
 pub use io::{Body, Io, IoConfig, SocketLimits};
 pub use namespace::{ConnectError, Namespace, ServerAck};
-pub use payload::Payload;
-pub(crate) use socket::encode_frames;
 pub use socket::{AckSender, DisconnectReason, Event, Handshake, Socket};

@@ -14,10 +14,10 @@ use tokio::sync::oneshot;
 
 use super::broadcast::{BroadcastOperator, RemoteSocket};
 use super::io::SocketLimits;
-use super::payload::Payload;
 use super::socket::{DisconnectReason, Event, Socket};
 use crate::adapter::{Adapter, AdapterError, Room};
-use crate::engine::Sid;
+use crate::protocol::Payload;
+use crate::protocol::Sid;
 
 /// Refuses a connection; the client receives CONNECT_ERROR `{"message","data"}`.
 #[derive(Debug, Clone, PartialEq)]

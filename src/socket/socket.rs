@@ -12,11 +12,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::broadcast::{AckError, BroadcastOperator};
 use super::client::ClientState;
 use super::namespace::{EventHandler, Namespace};
-use super::packet::{Packet, encode_text_into};
-use super::payload::Payload;
 use crate::adapter::{AckEvent, AckRoute, Recipient, Room, SocketInfo};
-use crate::engine::{CloseReason, Frame, PushError, RequestInfo, Session, Sid};
-use crate::metrics::Limit;
+use crate::engine::{CloseReason, PushError, RequestInfo, Session};
+use crate::metrics::{Label, Limit};
+use crate::protocol::Payload;
+use crate::protocol::socketio::Packet;
+use crate::protocol::{Frame, Sid, encode_frames};
 
 /// Why a socket disconnected, with Socket.IO's reason strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,11 +48,6 @@ impl DisconnectReason {
         }
     }
 
-    /// Position in [`crate::metrics::DISCONNECT_REASONS`].
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-
     pub(crate) fn from_close(reason: CloseReason) -> Self {
         match reason {
             CloseReason::TransportClose => DisconnectReason::TransportClose,
@@ -65,6 +61,29 @@ impl DisconnectReason {
             CloseReason::ForcedClose => DisconnectReason::ForcedClose,
             CloseReason::ServerShuttingDown => DisconnectReason::ServerShuttingDown,
         }
+    }
+}
+
+/// The `reason` label of `ioscale_disconnects_total`: Socket.IO's reason strings.
+impl Label for DisconnectReason {
+    const ALL: &'static [DisconnectReason] = &[
+        DisconnectReason::TransportClose,
+        DisconnectReason::TransportError,
+        DisconnectReason::PingTimeout,
+        DisconnectReason::ParseError,
+        DisconnectReason::ForcedClose,
+        DisconnectReason::ForcedServerClose,
+        DisconnectReason::ServerShuttingDown,
+        DisconnectReason::ClientNamespaceDisconnect,
+        DisconnectReason::ServerNamespaceDisconnect,
+    ];
+
+    fn as_str(self) -> &'static str {
+        DisconnectReason::as_str(self)
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -383,7 +402,7 @@ impl Socket {
         if !self.connected.swap(false, Ordering::AcqRel) {
             return;
         }
-        crate::metrics::Metrics::add(&self.session.metrics().disconnects[reason.index()], 1);
+        self.session.metrics().disconnects.increment(reason);
         self.ns.adapter.remove_socket(self.id);
         self.ns.sockets.remove(&self.id);
         self.acks.lock().clear();
@@ -464,39 +483,28 @@ pub(crate) fn event_packet(nsp: &str, event: &str, payload: Payload) -> Packet {
     packet
 }
 
-/// Encodes a packet once into Engine.IO frames: the `4`-prefixed text, then attachments.
-pub(crate) fn encode_frames(packet: &Packet) -> Vec<Frame> {
-    let mut text = String::with_capacity(64);
-    text.push('4');
-    encode_text_into(packet, &mut text);
-    let mut frames = Vec::with_capacity(1 + packet.attachments.len());
-    frames.push(Frame::Text(text.into()));
-    frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
-    frames
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn disconnect_reasons_index_the_metric_labels() {
-        use DisconnectReason::*;
-        for reason in [
-            TransportClose,
-            TransportError,
-            PingTimeout,
-            ParseError,
-            ForcedClose,
-            ForcedServerClose,
-            ServerShuttingDown,
-            ClientNamespaceDisconnect,
-            ServerNamespaceDisconnect,
-        ] {
-            assert_eq!(
-                crate::metrics::DISCONNECT_REASONS[reason.index()],
-                reason.as_str()
-            );
-        }
+    fn disconnect_reasons_are_the_metric_labels() {
+        crate::metrics::tests::check_label::<DisconnectReason>();
+        // The exported label values, unchanged since they were a list in `metrics.rs`.
+        let values: Vec<_> = DisconnectReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            values,
+            [
+                "transport close",
+                "transport error",
+                "ping timeout",
+                "parse error",
+                "forced close",
+                "forced server close",
+                "server shutting down",
+                "client namespace disconnect",
+                "server namespace disconnect",
+            ]
+        );
     }
 }

@@ -23,8 +23,8 @@ use crate::adapter::{
     BroadcastFlags, MemoryAdapter, Room, RoomEvent, RoomEventHook, ServerEventHook, SocketInfo,
     Target,
 };
-use crate::engine::Sid;
 use crate::metrics::Metrics;
+use crate::protocol::Sid;
 
 pub struct ClusterAdapter {
     local: MemoryAdapter,

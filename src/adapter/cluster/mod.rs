@@ -25,8 +25,8 @@ pub use seam::{Channel, Codec, Envelope, Format, Link, Message, Received, Subscr
 use super::redis::health::Health;
 use super::{Adapter, AdapterContext, AdapterFactory};
 // The protocol's vocabulary, imported in this one place of the cluster core.
-use crate::socket::packet::Packet;
-use crate::socket::{Payload, encode_frames};
+use crate::protocol::socketio::Packet;
+use crate::protocol::{Payload, encode_frames};
 
 /// Counters of a node's cluster traffic, for logs, health checks and metrics.
 #[derive(Debug, Default)]

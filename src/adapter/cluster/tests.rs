@@ -18,7 +18,7 @@ use crate::adapter::{
     AckEvent, AckRoute, Adapter, AdapterError, Broadcast, BroadcastFlags, Recipient, Room,
     ServerEventHook, SocketInfo, Target,
 };
-use crate::engine::{Frame, Sid};
+use crate::protocol::{Frame, Sid};
 
 #[derive(Debug, Clone, Copy)]
 enum Proto {

@@ -17,7 +17,7 @@ use rmpv::Value as Mp;
 use serde_json::{Map, Number, Value};
 
 use crate::adapter::{SocketInfo, Target};
-use crate::socket::Payload;
+use crate::protocol::Payload;
 
 /// Request and response type codes (`RequestType` in the Node adapter).
 pub mod kind {

@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
+use ioscale::DisconnectReason;
 use ioscale::Io;
 use ioscale::adapter::cluster::ClusterNode;
-use ioscale::metrics::{DISCONNECT_REASONS, HANDSHAKE_ERROR_CODES, LIMITS};
+use ioscale::engine::EngineError;
+use ioscale::metrics::{Label, LabeledCounters, Limit};
 use ioscale::socket::Body;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -153,6 +155,14 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) ->
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
+/// Every value of a label with its count; the values come from the enum that owns them.
+fn samples<L: Label>(counters: &LabeledCounters) -> Vec<(String, u64)> {
+    let samples = counters.samples::<L>().into_iter();
+    samples
+        .map(|(value, count)| (value.to_owned(), count))
+        .collect()
+}
+
 /// A counter family with one label.
 fn labeled_counters(
     encoder: &mut DescriptorEncoder,
@@ -267,11 +277,7 @@ impl Collector for NodeCollector {
                 ("redis_unavailable".into(), redis_dropped),
             ],
         )?;
-        let disconnects: Vec<(String, u64)> = DISCONNECT_REASONS
-            .iter()
-            .zip(&metrics.disconnects)
-            .map(|(reason, count)| (reason.to_string(), load(count)))
-            .collect();
+        let disconnects = samples::<DisconnectReason>(&metrics.disconnects);
         labeled_counters(
             &mut encoder,
             "ioscale_disconnects",
@@ -279,9 +285,7 @@ impl Collector for NodeCollector {
             "reason",
             &disconnects,
         )?;
-        let errors: Vec<(String, u64)> = (0..HANDSHAKE_ERROR_CODES)
-            .map(|code| (code.to_string(), load(&metrics.handshake_errors[code])))
-            .collect();
+        let errors = samples::<EngineError>(&metrics.handshake_errors);
         labeled_counters(
             &mut encoder,
             "ioscale_handshake_errors",
@@ -289,11 +293,7 @@ impl Collector for NodeCollector {
             "code",
             &errors,
         )?;
-        let limits: Vec<(String, u64)> = LIMITS
-            .iter()
-            .zip(&metrics.limit_rejections)
-            .map(|(limit, count)| (limit.to_string(), load(count)))
-            .collect();
+        let limits = samples::<Limit>(&metrics.limit_rejections);
         labeled_counters(
             &mut encoder,
             "ioscale_limit_rejections",

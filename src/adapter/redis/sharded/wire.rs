@@ -20,7 +20,7 @@ use super::super::wire::{
     str_field, take_field, target_from,
 };
 use crate::adapter::{Room, SocketInfo, Target};
-use crate::socket::Payload;
+use crate::protocol::Payload;
 
 /// `MessageType` of socket.io-adapter's `ClusterAdapter`.
 pub mod kind {

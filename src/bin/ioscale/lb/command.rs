@@ -1,11 +1,10 @@
 //! `ioscale lb` and the balancer's own `/health` and `/metrics`.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use http::{Response, StatusCode, header};
-use ioscale::metrics::{LIMITS, Limit, Metrics};
+use ioscale::metrics::{Limit, Metrics};
 use ioscale::socket::serve_http;
 
 use super::{Balancer, ProxyBody, full};
@@ -157,8 +156,8 @@ fn metrics(balancer: &Balancer, refusals: &Metrics) -> String {
         let _ = writeln!(
             out,
             "ioscale_lb_limit_rejections_total{{limit=\"{}\"}} {}",
-            LIMITS[limit as usize],
-            refusals.limit_rejections[limit as usize].load(Ordering::Relaxed)
+            limit.as_str(),
+            refusals.limit_rejections.get(limit)
         );
     }
     out

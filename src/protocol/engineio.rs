@@ -8,7 +8,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::Utf8Bytes;
 
 /// Separator between packets of one HTTP long-polling payload.
 pub const RECORD_SEPARATOR: u8 = 0x1e;
@@ -103,13 +104,8 @@ pub enum PacketError {
 pub fn decode_text(text: Utf8Bytes) -> Result<Packet, PacketError> {
     let first = *text.as_bytes().first().ok_or(PacketError::Empty)?;
     let kind = PacketType::from_digit(first).ok_or(PacketError::UnknownType(first as char))?;
-    // The type digit is ASCII, so slicing after it stays on a UTF-8 boundary.
-    let bytes: &Bytes = text.as_ref();
-    let data = bytes.slice(1..);
-    // SAFETY: `text` is valid UTF-8 and its first byte is an ASCII digit (checked by
-    // `from_digit`), so the rest starts on a char boundary and is valid UTF-8 too.
-    #[allow(unsafe_code)]
-    let data = unsafe { Utf8Bytes::from_bytes_unchecked(data) };
+    // The type digit is ASCII, so byte 1 is a char boundary: the data shares the frame.
+    let data = text.slice_from(1).ok_or(PacketError::InvalidUtf8)?;
     Ok(Packet::Text(kind, data))
 }
 

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::packet::Packet;
+use super::socketio::Packet;
 
 /// The arguments of an event or ack. Binary data sits in `attachments`; the JSON refers
 /// to attachment `n` with a placeholder `{"_placeholder":true,"num":n}`, as on the wire.
