@@ -17,14 +17,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+#[cfg(feature = "tls")]
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::metrics::{Limit, Metrics};
 
 mod patient;
+#[cfg(feature = "tls")]
+mod tls;
+
+#[cfg(feature = "tls")]
+pub use tls::{TlsError, tls_acceptor};
 
 /// Limits of the HTTP layer, and TLS.
 #[derive(Clone)]
@@ -36,6 +39,7 @@ pub struct HttpLimits {
     /// Most bytes of request headers buffered. Default 64 KiB.
     pub max_header_bytes: usize,
     /// Serve HTTPS (and WSS) with this certificate. Default: plain HTTP.
+    #[cfg(feature = "tls")]
     pub tls: Option<TlsAcceptor>,
     /// Where refusals are counted (`header_bytes`, `header_read_timeout`, and `url_length`
     /// for a target past hyper's own bound); pass the server's [`crate::Io::metrics`].
@@ -45,11 +49,13 @@ pub struct HttpLimits {
 
 impl std::fmt::Debug for HttpLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpLimits")
+        let mut debug = f.debug_struct("HttpLimits");
+        debug
             .field("header_read_timeout", &self.header_read_timeout)
-            .field("max_header_bytes", &self.max_header_bytes)
-            .field("tls", &self.tls.is_some())
-            .finish_non_exhaustive()
+            .field("max_header_bytes", &self.max_header_bytes);
+        #[cfg(feature = "tls")]
+        debug.field("tls", &self.tls.is_some());
+        debug.finish_non_exhaustive()
     }
 }
 
@@ -58,47 +64,11 @@ impl Default for HttpLimits {
         HttpLimits {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
+            #[cfg(feature = "tls")]
             tls: None,
             metrics: Arc::default(),
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
-    #[error("no certificate in {0}")]
-    NoCertificate(String),
-    #[error("invalid certificate or key: {0}")]
-    Invalid(String),
-}
-
-/// A TLS acceptor from PEM files: a certificate chain and its private key.
-pub fn tls_acceptor(certificate: &str, key: &str) -> Result<TlsAcceptor, TlsError> {
-    let read = |path: &str| {
-        std::fs::read(path).map_err(|e| TlsError::Read {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(certificate)?)
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Invalid(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate(certificate.to_owned()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
-        .map_err(|e| TlsError::Invalid(format!("{key}: {e}")))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| TlsError::Invalid(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| TlsError::Invalid(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Accepts HTTP/1.1 connections (with upgrades) and answers each request with `handler`,
@@ -148,25 +118,21 @@ pub async fn serve_http_with<F, Fut, B>(
         let handler = handler.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
-            match &limits.tls {
-                None => serve_connection(stream, remote, &limits, handler).await,
-                Some(acceptor) => {
-                    // The handshake is bounded like the headers (a slow TLS client is a slowloris).
-                    let accepted =
-                        patient::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
-                    match accepted {
-                        Some(Ok(stream)) => {
-                            serve_connection(stream, remote, &limits, handler).await
-                        }
-                        Some(Err(error)) => {
-                            tracing::debug!(%remote, %error, "TLS handshake failed")
-                        }
-                        None => limits
-                            .metrics
-                            .limit_hit(Limit::HeaderReadTimeout, &remote.ip().to_string()),
-                    }
+            #[cfg(feature = "tls")]
+            if let Some(acceptor) = &limits.tls {
+                // The handshake is bounded like the headers (a slow TLS client is a slowloris).
+                let accepted =
+                    patient::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
+                match accepted {
+                    Some(Ok(stream)) => serve_connection(stream, remote, &limits, handler).await,
+                    Some(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
+                    None => limits
+                        .metrics
+                        .limit_hit(Limit::HeaderReadTimeout, &remote.ip().to_string()),
                 }
+                return;
             }
+            serve_connection(stream, remote, &limits, handler).await;
         });
     }
 }

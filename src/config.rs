@@ -266,7 +266,7 @@ pub struct ServeOptions {
         default_value = "0.0.0.0"
     )]
     pub host: std::net::IpAddr,
-    /// This node's id in logs, `server-info` and cluster stats [default: server-<pid>].
+    /// This node's id in logs, `server-info` and cluster stats [default: server-PID].
     #[arg(help_heading = "Network", long, env = "SERVER_ID", value_parser = non_empty)]
     pub server_id: Option<String>,
     /// Redis URL for the cluster adapter; without it the node runs alone (in-memory adapter).

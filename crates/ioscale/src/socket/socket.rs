@@ -211,11 +211,13 @@ impl Socket {
         &self.handshake
     }
 
-    /// The claims of the token that authenticated the socket (see [`crate::auth`]).
+    /// The claims of the token that authenticated the socket (the `auth` module, feature
+    /// `jwt`); `None` without it.
     pub fn claims(&self) -> Option<&Value> {
         self.claims.get().map(|claims| &**claims)
     }
 
+    #[cfg(feature = "jwt")]
     pub(crate) fn set_claims(&self, claims: Value) {
         let _ = self.claims.set(Box::new(claims));
     }

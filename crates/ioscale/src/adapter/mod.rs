@@ -5,9 +5,11 @@
 //! cluster adapter ([`cluster`]) wraps it, delivering locally and publishing to other nodes
 //! over a link ([`redis`] for Redis, [`cluster::Bus`] in-process).
 
+#[cfg(feature = "redis")]
 pub mod cluster;
 mod members;
 mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 use std::future::Future;

@@ -86,6 +86,7 @@ impl Future for PatientSleep {
 impl Sleep for PatientSleep {}
 
 /// `future`'s output, or `None` if it did not finish within `timeout` (plus its grace).
+#[cfg(feature = "tls")]
 pub(crate) async fn timeout<F: Future>(timeout: Duration, future: F) -> Option<F::Output> {
     let sleep = PatientSleep::new(Instant::now() + timeout, grace_for(timeout));
     tokio::select! {

@@ -1,6 +1,7 @@
 //! ioscale: a Socket.IO server (Engine.IO v4 + Socket.IO v5) built to scale out.
 
 pub mod adapter;
+#[cfg(feature = "jwt")]
 pub mod auth;
 pub mod balance;
 pub mod engine;
@@ -17,5 +18,5 @@ pub use socket::{
 
 /// The README's code compiles (checked as a doctest).
 #[cfg(doctest)]
-#[doc = include_str!("../README.md")]
+#[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;

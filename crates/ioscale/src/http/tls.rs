@@ -1,0 +1,45 @@
+//! HTTPS and WSS served by the library itself (rustls), behind the `tls` feature.
+
+use std::sync::Arc;
+
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("no certificate in {0}")]
+    NoCertificate(String),
+    #[error("invalid certificate or key: {0}")]
+    Invalid(String),
+}
+
+/// A TLS acceptor from PEM files: a certificate chain and its private key.
+pub fn tls_acceptor(certificate: &str, key: &str) -> Result<TlsAcceptor, TlsError> {
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|e| TlsError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(certificate)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(certificate.to_owned()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+        .map_err(|e| TlsError::Invalid(format!("{key}: {e}")))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsError::Invalid(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
