@@ -15,9 +15,11 @@
 //! `lib/index.ts` (8.3.0).
 
 mod classic;
-pub mod health;
+pub(crate) mod health;
 mod link;
 pub mod sharded;
+/// The classic adapter's wire codec, public as a door for the fuzz targets only.
+#[doc(hidden)]
 pub mod wire;
 
 use std::sync::atomic::Ordering;
@@ -32,8 +34,9 @@ use tokio::sync::mpsc;
 pub use classic::ClassicFormat;
 pub use health::Health;
 
+pub(crate) use super::cluster::new_uid;
 use super::cluster::seam::{Link, Messages, Subscription};
-pub use super::cluster::{ClusterNode, ClusterStats, new_uid};
+pub use super::cluster::{ClusterNode, ClusterStats};
 use super::{AdapterError, BoxFuture};
 
 /// Redis adapter settings. Defaults match the Node adapter.
@@ -60,6 +63,7 @@ pub struct RedisConfig {
 pub const DEFAULT_SUBSCRIBER_QUEUE_BYTES: usize = 64 << 20;
 
 impl RedisConfig {
+    /// The settings for the server at `url`, every other field at its default.
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
@@ -72,8 +76,10 @@ impl RedisConfig {
     }
 }
 
+/// Why a Redis adapter could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
+    /// The URL or another setting was refused by the Redis client (the reason).
     #[error("invalid Redis configuration: {0}")]
     Config(String),
 }

@@ -17,6 +17,8 @@
 //! Wire formats: [`wire`]; notes: `docs/wire/redis-sharded-adapter-8.3.md`.
 
 mod format;
+/// The sharded adapter's wire codec, public as a door for the fuzz targets only.
+#[doc(hidden)]
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -108,6 +110,8 @@ pub struct ShardedConfig {
 }
 
 impl ShardedConfig {
+    /// The settings for the cluster (or single server) at `urls`, every other field at its
+    /// default.
     pub fn new(urls: Vec<String>) -> Self {
         ShardedConfig {
             urls,
