@@ -48,9 +48,12 @@ impl Default for EngineConfig {
     }
 }
 
+/// The transports clients may use; at least one should be on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transports {
+    /// HTTP long-polling (also what a handshake without WebSocket starts on).
     pub polling: bool,
+    /// WebSocket, directly or by upgrade from polling.
     pub websocket: bool,
 }
 
