@@ -28,6 +28,7 @@ use crate::protocol::Payload;
 /// Socket.IO settings. Defaults match Socket.IO's server.
 #[derive(Debug, Clone)]
 pub struct IoConfig {
+    /// The Engine.IO layer's settings (path, heartbeat, payload size, origins, limits).
     pub engine: EngineConfig,
     /// Time a new connection has to join a namespace before it is closed. Default 45 s.
     pub connect_timeout: Duration,
@@ -138,6 +139,7 @@ impl Io {
         io
     }
 
+    /// The configuration it was built with.
     pub fn config(&self) -> &IoConfig {
         &self.inner.config
     }
