@@ -15,6 +15,7 @@ use crate::socket::{ConnectError, Namespace, Socket};
 
 /// Why a [`JwtVerifier`] could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     /// A key did not parse (the reason).
     #[error("invalid key: {0}")]

@@ -63,6 +63,7 @@ impl std::ops::Index<usize> for LabeledCounters {
 /// Which limit refused something. The limits are checked by several layers (the HTTP
 /// server, the engine, the socket layer), so the enum lives here, below all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Limit {
     /// A handshake over the engine's maximum number of sessions (answered 503).
     Connections,
@@ -125,6 +126,7 @@ impl Limit {
 
 /// A server's counters, shared by all its layers (all relaxed atomics, only ever growing).
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Metrics {
     /// Engine.IO packets received from clients.
     pub packets_received: AtomicU64,

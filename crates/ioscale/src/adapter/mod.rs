@@ -100,6 +100,7 @@ pub struct AckRoute {
 
 /// What arrives on an [`AckRoute`] while a broadcast waits for acks.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum AckEvent {
     /// One client's ack (its first argument, as Socket.IO keeps it).
     Reply(Payload),
@@ -111,6 +112,7 @@ pub enum AckEvent {
 
 /// Room lifecycle, as Socket.IO's adapter emits it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RoomEvent {
     /// The room got its first member.
     Create(Room),
@@ -149,6 +151,7 @@ pub type AdapterFactory = Arc<dyn Fn(AdapterContext) -> Arc<dyn Adapter> + Send 
 
 /// Why a cluster-wide adapter operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AdapterError {
     /// Not every node answered within the requests timeout.
     #[error(

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 /// Engine.IO settings. Defaults match Socket.IO's server.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// Request path the engine answers, with a trailing slash. Default `/socket.io/`.
     pub path: String,
@@ -68,6 +69,7 @@ impl Default for Transports {
 
 /// Which `Origin`s may talk to the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AllowedOrigins {
     /// Requests without `Origin`, or whose `Origin` host is the request's `Host`.
     SameOrigin,

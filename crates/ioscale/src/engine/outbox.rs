@@ -14,6 +14,7 @@ use crate::protocol::engineio::Frame;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PushError {
     /// The session is closed; the frame was discarded.
     Closed,

@@ -17,6 +17,7 @@ use crate::protocol::engineio::Frame;
 
 /// The transport a session currently writes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportKind {
     /// HTTP long-polling.
     Polling,
@@ -36,6 +37,7 @@ impl TransportKind {
 
 /// Why a session closed, with the strings Engine.IO uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The client closed the transport (or sent a `close` packet).
     TransportClose,

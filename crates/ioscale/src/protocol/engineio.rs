@@ -103,6 +103,7 @@ impl Frame {
 
 /// Why an Engine.IO packet did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PacketError {
     /// No type digit.
     #[error("empty packet")]

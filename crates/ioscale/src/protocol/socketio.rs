@@ -187,6 +187,7 @@ pub fn encode_text_into(packet: &Packet, out: &mut String) {
 
 /// Why a frame could not be decoded. After any error the connection should be closed.
 #[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// An empty text frame.
     #[error("empty packet")]

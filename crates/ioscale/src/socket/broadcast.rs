@@ -17,6 +17,7 @@ use crate::protocol::encode_frames;
 
 /// Why waiting for an ack ended without one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AckError {
     /// No ack within the timeout.
     #[error("operation has timed out")]
@@ -32,6 +33,7 @@ pub enum AckError {
 /// The outcome of a broadcast with acks: every reply that came in time (each client's
 /// first ack argument), and whether some recipients did not answer before the timeout.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct BroadcastAcks {
     /// The replies, in arrival order.
     pub replies: Vec<Payload>,

@@ -27,6 +27,7 @@ use crate::protocol::Payload;
 
 /// Socket.IO settings. Defaults match Socket.IO's server.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct IoConfig {
     /// The Engine.IO layer's settings (path, heartbeat, payload size, origins, limits).
     pub engine: EngineConfig,
@@ -39,6 +40,7 @@ pub struct IoConfig {
 /// Limits on what one client may do. Each refusal is counted
 /// (`ioscale_limit_rejections_total{limit}`) and logged.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct SocketLimits {
     /// Namespaces one connection may join; more get CONNECT_ERROR. Default 64.
     pub namespaces_per_connection: usize,

@@ -21,6 +21,7 @@ use crate::protocol::{Frame, Sid, encode_frames};
 
 /// Why a socket disconnected, with Socket.IO's reason strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// The client closed the connection.
     TransportClose,
@@ -106,6 +107,7 @@ impl std::fmt::Display for DisconnectReason {
 
 /// An event received from the client.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Event {
     /// The event's name.
     pub name: String,
@@ -138,6 +140,7 @@ impl AckSender {
 
 /// What the client sent when it connected (Socket.IO's `socket.handshake`).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Handshake {
     /// The CONNECT packet's auth payload (`{}` when absent).
     pub auth: Value,

@@ -32,6 +32,7 @@ use crate::protocol::{Payload, encode_frames};
 
 /// Counters of a node's cluster traffic, for logs, health checks and metrics.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct ClusterStats {
     /// Messages published on the link (for Redis: those Redis confirmed).
     pub published: AtomicU64,

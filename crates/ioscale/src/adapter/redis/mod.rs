@@ -41,6 +41,7 @@ use super::{AdapterError, BoxFuture};
 
 /// Redis adapter settings. Defaults match the Node adapter.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`.
     pub url: String,
@@ -78,6 +79,7 @@ impl RedisConfig {
 
 /// Why a Redis adapter could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RedisError {
     /// The URL or another setting was refused by the Redis client (the reason).
     #[error("invalid Redis configuration: {0}")]

@@ -92,6 +92,7 @@ impl SubscriptionMode {
 
 /// Sharded adapter settings. Defaults match the Node adapter.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ShardedConfig {
     /// Seed nodes of the Redis Cluster (`redis://[user:password@]host:port`); the rest of
     /// the cluster is discovered from them.
