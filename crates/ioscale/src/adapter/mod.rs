@@ -3,7 +3,7 @@
 //! The socket layer talks to rooms and to other nodes only through [`Adapter`], held as
 //! `Arc<dyn Adapter>` per namespace. The in-memory [`MemoryAdapter`] serves one node; the
 //! cluster adapter ([`cluster`]) wraps it, delivering locally and publishing to other nodes
-//! over a link ([`redis`] for Redis, [`cluster::Bus`] in-process).
+//! over a link ([`redis`] for Redis, an in-process bus in the crate's tests).
 
 #[cfg(feature = "redis")]
 pub mod cluster;

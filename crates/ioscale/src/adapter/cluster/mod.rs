@@ -1,11 +1,11 @@
-//! The cluster adapter: one core for every multi-node adapter, over two seams (see [`seam`]):
-//! a wire [`Format`] and a pub/sub [`Link`].
+//! The cluster adapter: one core for every multi-node adapter, over two crate-private seams
+//! (`seam.rs`): a wire `Format` and a pub/sub `Link`.
 //!
 //! A [`ClusterNode`] is one node's membership of a cluster: its uid, its link, its format,
-//! and the [`ClusterAdapter`]s of its namespaces, to which its receive loop hands every
+//! and the `ClusterAdapter`s of its namespaces, to which its receive loop hands every
 //! message. Build one with [`crate::adapter::redis::ClassicRedis::connect`],
-//! [`crate::adapter::redis::sharded::ShardedRedis::connect`], or [`Bus::node`] (in-process,
-//! for tests), then give [`ClusterNode::factory`] to [`crate::Io::with_adapter`].
+//! [`crate::adapter::redis::sharded::ShardedRedis::connect`], or `Bus::node` (in-process,
+//! in the crate's tests), then give [`ClusterNode::factory`] to [`crate::Io::with_adapter`].
 
 mod adapter;
 #[cfg(test)]

@@ -82,12 +82,12 @@ impl Health {
         &self.address
     }
 
-    /// Whether both connections are up (a reconnection shorter than [`DOWN_AFTER`] included).
+    /// Whether both connections are up (a reconnection shorter than 1 s included).
     pub fn is_up(&self) -> bool {
         self.state.load(Ordering::Acquire) == UP
     }
 
-    /// Whether a PING has gone unanswered for longer than [`STALL_DEADLINE`].
+    /// Whether a PING has gone unanswered for longer than 2 s.
     pub fn is_stalled(&self) -> bool {
         self.stalled.load(Ordering::Acquire)
     }

@@ -3,9 +3,9 @@
 //! ioscale and Node nodes on one Redis behave as one cluster.
 //!
 //! Both are the cluster core ([`crate::adapter::cluster`]) over a format and a link:
-//! [`ClassicRedis`] is the link to one Redis server, speaking [`ClassicFormat`];
+//! [`ClassicRedis`] is the link to one Redis server, speaking `ClassicFormat`;
 //! [`sharded::ShardedRedis`] the link to a Redis Cluster, speaking
-//! [`sharded::ShardedFormat`]. A link holds two connections (through `fred`, which
+//! `ShardedFormat`. A link holds two connections (through `fred`, which
 //! pipelines, reconnects with a backoff and resubscribes): a publisher fed by a bounded
 //! queue and drained in pipelined batches, and a subscriber whose messages wait in a
 //! byte-bounded queue for the node's receive loop, which never waits on a client. While
@@ -31,7 +31,7 @@ use fred::prelude::{Client, ClientLike, Config, EventInterface, PubsubInterface}
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-pub use classic::ClassicFormat;
+pub(crate) use classic::ClassicFormat;
 pub use health::Health;
 
 pub(crate) use super::cluster::new_uid;
@@ -130,7 +130,7 @@ impl ClassicRedis {
     }
 
     /// The link alone (its messages wait for a [`ClusterNode`] to read them).
-    pub fn open(config: &RedisConfig, uid: String) -> Result<Arc<Self>, RedisError> {
+    pub(crate) fn open(config: &RedisConfig, uid: String) -> Result<Arc<Self>, RedisError> {
         let redis_config =
             Config::from_url(&config.url).map_err(|e| RedisError::Config(e.to_string()))?;
         let build = |subscriber: bool| link::builder(redis_config.clone(), subscriber, 5_000);

@@ -7,7 +7,7 @@
 //! request), one response channel per node `P#N#<uid>#`, and in the dynamic subscription
 //! modes one channel per room `P#N#<room>#`, subscribed by the nodes that have the room.
 //!
-//! It is the cluster core over [`ShardedFormat`] and the [`ShardedRedis`] link. The link
+//! It is the cluster core over `ShardedFormat` and the [`ShardedRedis`] link. The link
 //! holds two `fred` cluster clients: a publisher fed by a
 //! bounded queue and drained in pipelined batches (each `SPUBLISH` goes to its slot's master),
 //! and a subscriber with one connection per master. Subscriptions are made by one task that
@@ -34,7 +34,7 @@ use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-pub use format::ShardedFormat;
+pub(crate) use format::ShardedFormat;
 
 use super::{ClusterNode, ClusterStats, Health, RedisError, health, link, new_uid};
 use crate::adapter::cluster::seam::{self, Link};
@@ -177,7 +177,7 @@ impl ShardedRedis {
     }
 
     /// The link alone (its messages wait for a [`ClusterNode`] to read them).
-    pub fn open(config: &ShardedConfig, uid: String) -> Result<Arc<Self>, RedisError> {
+    pub(crate) fn open(config: &ShardedConfig, uid: String) -> Result<Arc<Self>, RedisError> {
         let redis_config = cluster_config(&config.urls)?;
         // A failed master is replaced after the cluster's node timeout: retry quickly.
         let build = |subscriber: bool| {
