@@ -16,14 +16,14 @@ use ioscale::engine::{
 use ioscale::{Io, IoConfig, socket::serve_http};
 
 fn engine_config(path: &str) -> EngineConfig {
-    EngineConfig {
-        path: path.to_owned(),
-        ping_interval: Duration::from_millis(300),
-        ping_timeout: Duration::from_millis(200),
-        max_payload: 1_000_000,
-        allowed_origins: AllowedOrigins::Any,
-        ..EngineConfig::default()
-    }
+    // `EngineConfig` is `#[non_exhaustive]`: set fields on the default.
+    let mut config = EngineConfig::default();
+    config.path = path.to_owned();
+    config.ping_interval = Duration::from_millis(300);
+    config.ping_timeout = Duration::from_millis(200);
+    config.max_payload = 1_000_000;
+    config.allowed_origins = AllowedOrigins::Any;
+    config
 }
 
 /// Sends every message back as it came.
@@ -46,11 +46,10 @@ impl EngineHandler for Echo {
 }
 
 fn socketio_server() -> Io {
-    let io = Io::new(IoConfig {
-        engine: engine_config("/socket.io/"),
-        connect_timeout: Duration::from_millis(1000),
-        ..IoConfig::default()
-    });
+    let mut config = IoConfig::default();
+    config.engine = engine_config("/socket.io/");
+    config.connect_timeout = Duration::from_millis(1000);
+    let io = Io::new(config);
     for name in ["/", "/custom"] {
         let ns = io.of(name);
         ns.on_connection(|socket| {

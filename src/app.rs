@@ -231,6 +231,8 @@ pub fn install(io: &Io, server_id: Arc<str>) {
         RoomEvent::Delete(room) => tracing::info!(nsp, room = &**room, "delete-room"),
         RoomEvent::Join(room, sid) => tracing::info!(nsp, room = &**room, %sid, "join-room"),
         RoomEvent::Leave(room, sid) => tracing::info!(nsp, room = &**room, %sid, "leave-room"),
+        // `RoomEvent` is non-exhaustive: events added later are not logged.
+        _ => {}
     });
     let main = io.of("/");
     {

@@ -554,31 +554,31 @@ impl ServeOptions {
         Ok(Some(link))
     }
 
+    /// The library's configs are `#[non_exhaustive]`: built from their defaults, field by field.
     pub fn io_config(&self) -> IoConfig {
-        IoConfig {
-            engine: EngineConfig {
-                path: self.path.clone(),
-                ping_interval: Duration::from_millis(self.ping_interval),
-                ping_timeout: Duration::from_millis(self.ping_timeout),
-                max_payload: self.max_http_buffer_size as usize,
-                max_buffered_bytes: self.max_buffered_bytes as usize,
-                transports: self.transports,
-                cookie: self.cookie,
-                allowed_origins: allowed_origins(self.allowed_origins.as_deref()),
-                max_connections: self.limits.max_connections,
-                max_connections_per_ip: self.limits.max_connections_per_ip,
-                max_url_length: self.limits.max_url_length,
-                ..EngineConfig::default()
-            },
-            connect_timeout: Duration::from_millis(self.connect_timeout),
-            limits: SocketLimits {
-                namespaces_per_connection: self.limits.max_namespaces_per_connection,
-                rooms_per_socket: self.limits.max_rooms_per_socket,
-                pending_acks: self.limits.max_pending_acks,
-                event_rate: self.limits.event_rate,
-                event_burst: self.limits.event_burst,
-            },
-        }
+        let mut engine = EngineConfig::default();
+        engine.path = self.path.clone();
+        engine.ping_interval = Duration::from_millis(self.ping_interval);
+        engine.ping_timeout = Duration::from_millis(self.ping_timeout);
+        engine.max_payload = self.max_http_buffer_size as usize;
+        engine.max_buffered_bytes = self.max_buffered_bytes as usize;
+        engine.transports = self.transports;
+        engine.cookie = self.cookie;
+        engine.allowed_origins = allowed_origins(self.allowed_origins.as_deref());
+        engine.max_connections = self.limits.max_connections;
+        engine.max_connections_per_ip = self.limits.max_connections_per_ip;
+        engine.max_url_length = self.limits.max_url_length;
+        let mut limits = SocketLimits::default();
+        limits.namespaces_per_connection = self.limits.max_namespaces_per_connection;
+        limits.rooms_per_socket = self.limits.max_rooms_per_socket;
+        limits.pending_acks = self.limits.max_pending_acks;
+        limits.event_rate = self.limits.event_rate;
+        limits.event_burst = self.limits.event_burst;
+        let mut config = IoConfig::default();
+        config.engine = engine;
+        config.connect_timeout = Duration::from_millis(self.connect_timeout);
+        config.limits = limits;
+        config
     }
 }
 

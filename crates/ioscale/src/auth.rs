@@ -13,10 +13,14 @@ use serde_json::{Value, json};
 
 use crate::socket::{ConnectError, Namespace, Socket};
 
+/// Why a [`JwtVerifier`] could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
+    /// A key did not parse (the reason).
     #[error("invalid key: {0}")]
     Key(String),
+    /// A JWKS without any key this verifier can use.
     #[error("the JWKS has no usable key")]
     EmptyKeySet,
 }

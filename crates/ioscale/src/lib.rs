@@ -1,5 +1,7 @@
 //! ioscale: a Socket.IO server (Engine.IO v4 + Socket.IO v5) built to scale out.
 
+#![warn(missing_docs)]
+
 pub mod adapter;
 #[cfg(feature = "jwt")]
 pub mod auth;

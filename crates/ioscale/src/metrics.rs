@@ -37,6 +37,7 @@ impl LabeledCounters {
         self.0[label.index()].fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// The count for `label`.
     pub fn get<L: Label>(&self, label: L) -> u64 {
         self.0[label.index()].load(Ordering::Relaxed)
     }
@@ -62,13 +63,21 @@ impl std::ops::Index<usize> for LabeledCounters {
 /// Which limit refused something. The limits are checked by several layers (the HTTP
 /// server, the engine, the socket layer), so the enum lives here, below all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Limit {
+    /// A handshake over the engine's maximum number of sessions (answered 503).
     Connections,
+    /// A handshake over the maximum number of sessions of one IP address.
     ConnectionsPerIp,
+    /// A request target longer than the engine allows (answered 414).
     UrlLength,
+    /// A socket over its event rate (it is disconnected).
     EventRate,
+    /// A join over a socket's maximum number of rooms.
     RoomsPerSocket,
+    /// A namespace connection over a connection's maximum number of namespaces.
     NamespacesPerConnection,
+    /// An emit with ack over a socket's maximum number of acks awaited.
     PendingAcks,
     /// Request head over the HTTP layer's buffer (hyper answers 431).
     HeaderBytes,
@@ -115,11 +124,17 @@ impl Limit {
     }
 }
 
+/// A server's counters, shared by all its layers (all relaxed atomics, only ever growing).
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Metrics {
+    /// Engine.IO packets received from clients.
     pub packets_received: AtomicU64,
+    /// Engine.IO packets written to clients.
     pub packets_sent: AtomicU64,
+    /// Bytes of Engine.IO packets and payloads received.
     pub bytes_received: AtomicU64,
+    /// Bytes written to clients (polling bodies, WebSocket frames).
     pub bytes_sent: AtomicU64,
     /// Broadcasts delivered on this node only.
     pub broadcasts_local: AtomicU64,
@@ -137,6 +152,7 @@ pub struct Metrics {
     pub handshake_errors: LabeledCounters,
     /// Refusals, labelled by [`Limit`].
     pub limit_rejections: LabeledCounters,
+    /// How long local deliveries of one broadcast took.
     pub fanout: Histogram,
 }
 
@@ -164,6 +180,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Counts one duration in its bucket.
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         let index = FANOUT_BUCKETS

@@ -32,6 +32,7 @@ struct Socket {
 }
 
 impl MemoryAdapter {
+    /// An empty adapter for `namespace`, reporting room events to `events` if given.
     pub fn new(
         namespace: impl Into<String>,
         events: Option<RoomEventHook>,

@@ -3,7 +3,7 @@
 //! The socket layer talks to rooms and to other nodes only through [`Adapter`], held as
 //! `Arc<dyn Adapter>` per namespace. The in-memory [`MemoryAdapter`] serves one node; the
 //! cluster adapter ([`cluster`]) wraps it, delivering locally and publishing to other nodes
-//! over a link ([`redis`] for Redis, [`cluster::Bus`] in-process).
+//! over a link ([`redis`] for Redis, an in-process bus in the crate's tests).
 
 #[cfg(feature = "redis")]
 pub mod cluster;
@@ -33,6 +33,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Someone a broadcast can reach: a connected socket, seen from below the socket layer.
 pub trait Recipient: Send + Sync + 'static {
+    /// The socket's id (unique within its namespace).
     fn sid(&self) -> Sid;
     /// Queues an already-encoded packet (text frame plus attachments). With `ack`, the
     /// recipient routes its ack for that id to the broadcast's collector.
@@ -46,11 +47,14 @@ pub trait Recipient: Send + Sync + 'static {
 /// A socket as `fetch_sockets` reports it, on this node or another (Socket.IO's fields).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SocketInfo {
+    /// The socket's id.
     pub id: String,
     /// Socket.IO's `socket.handshake` object (headers, time, address, xdomain, secure,
     /// issued, url, query, auth).
     pub handshake: Value,
+    /// The rooms it is in, its own room included.
     pub rooms: Vec<String>,
+    /// Socket.IO's `socket.data`.
     pub data: Value,
 }
 
@@ -58,7 +62,9 @@ pub struct SocketInfo {
 /// Engine.IO frames (for local recipients).
 #[derive(Debug, Clone)]
 pub struct Broadcast {
+    /// The packet, for other nodes (each encodes it in its wire format).
     pub packet: Packet,
+    /// The same packet as Engine.IO frames: the text frame, then one frame per attachment.
     pub frames: Vec<Frame>,
 }
 
@@ -71,6 +77,7 @@ pub struct Target {
     pub except: Vec<Room>,
 }
 
+/// How a broadcast is delivered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BroadcastFlags {
     /// May be dropped for clients whose queue is full.
@@ -83,13 +90,17 @@ pub struct BroadcastFlags {
 /// every reply and for the counts other nodes report.
 #[derive(Debug, Clone)]
 pub struct AckRoute {
+    /// The ack id every local recipient gets the packet with.
     pub id: u64,
     /// How long the broadcast waits for acks.
     pub timeout: std::time::Duration,
+    /// Where replies and remote counts are sent.
     pub events: mpsc::UnboundedSender<AckEvent>,
 }
 
+/// What arrives on an [`AckRoute`] while a broadcast waits for acks.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum AckEvent {
     /// One client's ack (its first argument, as Socket.IO keeps it).
     Reply(Payload),
@@ -101,13 +112,19 @@ pub enum AckEvent {
 
 /// Room lifecycle, as Socket.IO's adapter emits it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RoomEvent {
+    /// The room got its first member.
     Create(Room),
+    /// The room lost its last member.
     Delete(Room),
+    /// The socket joined the room.
     Join(Room, Sid),
+    /// The socket left the room.
     Leave(Room, Sid),
 }
 
+/// Called with the namespace's name and each [`RoomEvent`] of its adapter.
 pub type RoomEventHook = Arc<dyn Fn(&str, &RoomEvent) + Send + Sync>;
 
 /// Delivers a server-side event (from another node) to the namespace's handlers; the
@@ -117,31 +134,43 @@ pub type ServerEventHook = Arc<dyn Fn(Payload, Option<oneshot::Sender<Payload>>)
 /// What a namespace gives the adapter it gets built with.
 #[derive(Clone)]
 pub struct AdapterContext {
+    /// The namespace's name (`/` for the main one).
     pub namespace: String,
     /// The namespace's ack id counter (ack ids must not collide on a socket).
     pub ack_ids: Arc<std::sync::atomic::AtomicU64>,
+    /// Where room events go, if anyone listens.
     pub room_events: Option<RoomEventHook>,
+    /// Where server-side events from other nodes go.
     pub server_events: ServerEventHook,
+    /// The server's counters.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Builds the adapter of each namespace.
 pub type AdapterFactory = Arc<dyn Fn(AdapterContext) -> Arc<dyn Adapter> + Send + Sync>;
 
+/// Why a cluster-wide adapter operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AdapterError {
+    /// Not every node answered within the requests timeout.
     #[error(
         "timeout reached while waiting for {operation} response ({received} of {expected} servers answered)"
     )]
     Timeout {
+        /// The operation that waited (`fetchSockets`, `serverSideEmit`, ...).
         operation: &'static str,
+        /// How many nodes answered.
         received: usize,
+        /// How many nodes were expected to answer.
         expected: usize,
         /// Replies that did arrive (server-side emit with ack).
         partial: Vec<Payload>,
     },
+    /// The cluster link is down (the reason).
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// This adapter cannot do the named operation.
     #[error("not supported by this adapter: {0}")]
     Unsupported(&'static str),
 }
@@ -153,7 +182,9 @@ pub trait Adapter: Send + Sync + 'static {
     fn add_socket(&self, recipient: Arc<dyn Recipient>);
     /// Forgets a socket and leaves all its rooms.
     fn remove_socket(&self, sid: Sid);
+    /// Adds a local socket to rooms.
     fn join(&self, sid: Sid, rooms: &[Room]);
+    /// Removes a local socket from a room.
     fn leave(&self, sid: Sid, room: &str);
     /// Rooms the socket is in (its own room included).
     fn socket_rooms(&self, sid: Sid) -> Vec<Room>;

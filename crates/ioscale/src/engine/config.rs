@@ -2,6 +2,7 @@ use std::time::Duration;
 
 /// Engine.IO settings. Defaults match Socket.IO's server.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// Request path the engine answers, with a trailing slash. Default `/socket.io/`.
     pub path: String,
@@ -48,9 +49,12 @@ impl Default for EngineConfig {
     }
 }
 
+/// The transports clients may use; at least one should be on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transports {
+    /// HTTP long-polling (also what a handshake without WebSocket starts on).
     pub polling: bool,
+    /// WebSocket, directly or by upgrade from polling.
     pub websocket: bool,
 }
 
@@ -65,6 +69,7 @@ impl Default for Transports {
 
 /// Which `Origin`s may talk to the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AllowedOrigins {
     /// Requests without `Origin`, or whose `Origin` host is the request's `Host`.
     SameOrigin,

@@ -13,11 +13,17 @@ pub type Body = Full<Bytes>;
 /// Engine.IO's HTTP error codes (`Server.errors` in the reference server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineError {
+    /// `transport` is missing, unknown or not allowed.
     UnknownTransport = 0,
+    /// `sid` names no open session.
     UnknownSid = 1,
+    /// A handshake with a method other than `GET`.
     BadHandshakeMethod = 2,
+    /// A request that does not fit the session: wrong transport, refused upgrade, method.
     BadRequest = 3,
+    /// The origin is not allowed.
     Forbidden = 4,
+    /// `EIO` is not `4`.
     UnsupportedProtocolVersion = 5,
 }
 
@@ -49,7 +55,7 @@ impl Label for EngineError {
 }
 
 impl EngineError {
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             EngineError::UnknownTransport => "Transport unknown",
             EngineError::UnknownSid => "Session ID unknown",
@@ -61,7 +67,7 @@ impl EngineError {
     }
 
     /// A refused WebSocket upgrade: `400`, `text/html`, the bare message.
-    pub fn upgrade_response(self) -> Response<Body> {
+    pub(crate) fn upgrade_response(self) -> Response<Body> {
         let mut response = Response::new(Full::new(Bytes::from_static(self.message().as_bytes())));
         *response.status_mut() = StatusCode::BAD_REQUEST;
         response
@@ -70,7 +76,7 @@ impl EngineError {
         response
     }
 
-    pub fn response(self, cors: &Cors) -> Response<Body> {
+    pub(crate) fn response(self, cors: &Cors) -> Response<Body> {
         let status = if self == EngineError::Forbidden {
             StatusCode::FORBIDDEN
         } else {

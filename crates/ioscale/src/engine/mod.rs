@@ -7,6 +7,8 @@
 
 mod config;
 mod http_util;
+/// Public as a door for the benchmarks only (sessions own their outbox).
+#[doc(hidden)]
 pub mod outbox;
 mod polling;
 mod server;
@@ -37,7 +39,9 @@ pub use session::{CloseReason, RequestInfo, Session, TransportKind};
 /// A `message` packet's data as received.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
+    /// Text data (a text WebSocket frame or a polling record), type digit removed.
     Text(Utf8Bytes),
+    /// Binary data (a binary WebSocket frame or a polling `b<base64>` record).
     Binary(Bytes),
 }
 
@@ -47,15 +51,19 @@ pub trait EngineHandler: Send + Sync + 'static {
     /// State attached to each session.
     type Data: Default + Send + Sync + 'static;
 
+    /// Called once, when the session is created (before any of its messages).
     fn on_open(&self, session: &Arc<Session<Self::Data>>);
     /// How long a new session may stay unestablished (Socket.IO: joined no namespace)
     /// before it is closed; checked once by the engine's shared timers.
     fn establish_timeout(&self) -> Option<Duration> {
         None
     }
+    /// Whether the session got past its establishment (checked when the establish timeout
+    /// fires; a session not established then is closed).
     fn is_established(&self, _session: &Session<Self::Data>) -> bool {
         true
     }
+    /// Called for each `message` packet of the session, in arrival order.
     fn on_message(&self, session: &Arc<Session<Self::Data>>, message: Message);
     /// Called once, after the session closed (no frame can be queued any more).
     fn on_close(&self, session: &Arc<Session<Self::Data>>, reason: CloseReason);

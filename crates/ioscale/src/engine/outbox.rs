@@ -12,7 +12,9 @@ use tokio::sync::Notify;
 
 use crate::protocol::engineio::Frame;
 
+/// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PushError {
     /// The session is closed; the frame was discarded.
     Closed,
@@ -22,6 +24,7 @@ pub enum PushError {
     Full,
 }
 
+/// A session's outbound frames, bounded in bytes.
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
@@ -37,6 +40,7 @@ struct State {
 }
 
 impl Outbox {
+    /// An open, empty outbox holding at most `max_bytes` (one packet always fits).
     pub fn new(max_bytes: usize) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
@@ -45,6 +49,7 @@ impl Outbox {
         }
     }
 
+    /// Queues one frame; see [`Outbox::push_all`].
     pub fn push(&self, frame: Frame, volatile: bool) -> Result<(), PushError> {
         self.push_all(std::slice::from_ref(&frame), volatile)
     }
@@ -89,6 +94,7 @@ impl Outbox {
         }
     }
 
+    /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.state.lock().frames.is_empty()
     }
@@ -108,6 +114,7 @@ impl Outbox {
         dropped
     }
 
+    /// Whether [`Outbox::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.state.lock().closed
     }

@@ -85,6 +85,7 @@ impl<H: EngineHandler> Shared<H> {
 }
 
 impl<H: EngineHandler> Engine<H> {
+    /// An engine with its own metrics, handing sessions to `handler`.
     pub fn new(config: EngineConfig, handler: Arc<H>) -> Self {
         Engine::with_metrics(config, handler, Arc::new(Metrics::default()))
     }
@@ -106,6 +107,7 @@ impl<H: EngineHandler> Engine<H> {
         }
     }
 
+    /// The counters this engine updates.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
     }
@@ -131,6 +133,7 @@ impl<H: EngineHandler> Engine<H> {
             && self.shared.active_websockets.load(Ordering::Acquire) == 0
     }
 
+    /// The configuration it was built with.
     pub fn config(&self) -> &EngineConfig {
         &self.shared.config
     }

@@ -17,12 +17,16 @@ use crate::protocol::engineio::Frame;
 
 /// The transport a session currently writes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportKind {
+    /// HTTP long-polling.
     Polling,
+    /// WebSocket (from the start or after an upgrade).
     WebSocket,
 }
 
 impl TransportKind {
+    /// The name on the wire (`polling`, `websocket`).
     pub fn as_str(self) -> &'static str {
         match self {
             TransportKind::Polling => "polling",
@@ -33,6 +37,7 @@ impl TransportKind {
 
 /// Why a session closed, with the strings Engine.IO uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The client closed the transport (or sent a `close` packet).
     TransportClose,
@@ -51,6 +56,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The reason as Engine.IO words it (`transport close`, `ping timeout`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::TransportClose => "transport close",
@@ -82,7 +88,9 @@ pub struct RequestInfo {
     /// byte that neither a target, a header name nor a header value may contain): one block
     /// instead of a `HeaderMap` and a `Uri` (about 850 bytes less per session).
     raw: Box<[u8]>,
+    /// The peer's address (the TCP peer, not a forwarded one).
     pub remote_addr: SocketAddr,
+    /// When the handshake request was received.
     pub issued: SystemTime,
 }
 
@@ -120,11 +128,13 @@ impl RequestInfo {
         std::str::from_utf8(target).unwrap_or("/")
     }
 
+    /// The request target's path (before `?`).
     pub fn path(&self) -> &str {
         let target = self.target();
         target.split_once('?').map_or(target, |(path, _)| path)
     }
 
+    /// The request target's query (after `?`), if any.
     pub fn query(&self) -> Option<&str> {
         self.target().split_once('?').map(|(_, query)| query)
     }
@@ -157,8 +167,11 @@ const UPGRADE_DONE: u8 = 2;
 /// An Engine.IO session. `D` is the state the handler above attaches to it.
 #[derive(Debug)]
 pub struct Session<D> {
+    /// The session id (`sid` on the wire).
     pub id: Sid,
+    /// What the handshake request said.
     pub request: RequestInfo,
+    /// The handler's state for this session.
     pub data: D,
     pub(crate) outbox: Outbox,
     transport: AtomicU8,
@@ -210,6 +223,7 @@ impl<D> Session<D> {
         }
     }
 
+    /// The transport the session writes through now.
     pub fn transport(&self) -> TransportKind {
         if self.transport.load(Ordering::Acquire) == WEBSOCKET {
             TransportKind::WebSocket
@@ -241,14 +255,17 @@ impl<D> Session<D> {
         result
     }
 
+    /// The engine's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
+    /// Whether the session is closed (no frame can be queued any more).
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Why it closed, once it did.
     pub fn close_reason(&self) -> Option<CloseReason> {
         *self.close_reason.lock()
     }

@@ -7,12 +7,22 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+/// Why [`tls_acceptor`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
+    /// A file could not be read.
     #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The certificate file has no PEM certificate (the path).
     #[error("no certificate in {0}")]
     NoCertificate(String),
+    /// The certificate or the key did not parse, or rustls refused them (the reason).
     #[error("invalid certificate or key: {0}")]
     Invalid(String),
 }

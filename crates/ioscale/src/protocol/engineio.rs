@@ -17,12 +17,19 @@ pub const RECORD_SEPARATOR: u8 = 0x1e;
 /// Engine.IO packet types, as the digit that starts a text packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketType {
+    /// `0`: the handshake, server to client (sid, upgrades, ping interval and timeout).
     Open,
+    /// `1`: the transport is closing.
     Close,
+    /// `2`: a heartbeat (or `2probe` during an upgrade).
     Ping,
+    /// `3`: the answer to a ping (or `3probe`).
     Pong,
+    /// `4`: application data (a Socket.IO packet).
     Message,
+    /// `5`: the client switches to the probed WebSocket.
     Upgrade,
+    /// `6`: nothing; flushes a pending poll during an upgrade.
     Noop,
 }
 
@@ -61,10 +68,15 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// The server's heartbeat.
     pub const PING: Frame = Frame::Text(Utf8Bytes::from_static("2"));
+    /// The answer to a ping.
     pub const PONG: Frame = Frame::Text(Utf8Bytes::from_static("3"));
+    /// A packet that does nothing (ends a pending poll).
     pub const NOOP: Frame = Frame::Text(Utf8Bytes::from_static("6"));
+    /// The close packet.
     pub const CLOSE: Frame = Frame::Text(Utf8Bytes::from_static("1"));
+    /// The answer to the `2probe` of a WebSocket upgrade.
     pub const PROBE_PONG: Frame = Frame::Text(Utf8Bytes::from_static("3probe"));
 
     /// A `message` packet around text data.
@@ -83,19 +95,26 @@ impl Frame {
         }
     }
 
+    /// Whether [`Frame::len`] is zero.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
+/// Why an Engine.IO packet did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PacketError {
+    /// No type digit.
     #[error("empty packet")]
     Empty,
+    /// A type digit outside `0`..=`6` (the character found).
     #[error("unknown packet type {0:?}")]
     UnknownType(char),
+    /// A polling `b<base64>` record whose data is not base64.
     #[error("invalid base64 in binary packet")]
     InvalidBase64,
+    /// Text that is not valid UTF-8.
     #[error("packet is not valid UTF-8")]
     InvalidUtf8,
 }

@@ -9,7 +9,9 @@ use super::socketio::Packet;
 /// to attachment `n` with a placeholder `{"_placeholder":true,"num":n}`, as on the wire.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Payload {
+    /// The JSON arguments, placeholders included.
     pub args: Vec<Value>,
+    /// The binary attachments, indexed by the placeholders' `num`.
     pub attachments: Vec<Bytes>,
 }
 

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub struct Sid([u8; Sid::LEN]);
 
 impl Sid {
+    /// Characters in an id: 15 random bytes in url-safe base64, no padding.
     pub const LEN: usize = 20;
 
     /// A fresh random id.
@@ -30,6 +31,7 @@ impl Sid {
             .then_some(Sid(bytes))
     }
 
+    /// The id as text (ASCII).
     pub fn as_str(&self) -> &str {
         // Only ever built from url-safe base64 characters (ASCII).
         std::str::from_utf8(&self.0).unwrap_or_default()

@@ -23,12 +23,20 @@ pub const RESERVED_EVENTS: [&str; 6] = [
 /// Packet type; the discriminant is the digit on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketKind {
+    /// Joins a namespace (client to server, with `auth`), or accepts it (server to client,
+    /// with the socket id).
     Connect = 0,
+    /// Leaves a namespace.
     Disconnect = 1,
+    /// An event: name and arguments, optionally with an ack id.
     Event = 2,
+    /// The reply to an event sent with an ack id.
     Ack = 3,
+    /// Refuses a namespace connection (with the error's message and data).
     ConnectError = 4,
+    /// An event whose arguments carry binary attachments.
     BinaryEvent = 5,
+    /// An ack whose arguments carry binary attachments.
     BinaryAck = 6,
 }
 
@@ -55,6 +63,8 @@ impl PacketKind {
 /// their `attachments` filled, as the parser does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packet {
+    /// The type. Decoding gives `Event`/`Ack` for binary packets; encoding writes the binary
+    /// kind iff there are attachments.
     pub kind: PacketKind,
     /// `"/"` when the wire omits it. To encode: starts with `/`, contains no `,`.
     pub nsp: String,
@@ -117,7 +127,9 @@ impl Packet {
 /// One encoded packet: the text frame, then the binary frames (attachments) that follow it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedPacket {
+    /// The text frame (Engine.IO `message` data, without the `4`).
     pub text: String,
+    /// The binary frames, in placeholder order.
     pub attachments: Vec<Bytes>,
 }
 
@@ -175,25 +187,42 @@ pub fn encode_text_into(packet: &Packet, out: &mut String) {
 
 /// Why a frame could not be decoded. After any error the connection should be closed.
 #[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
 pub enum DecodeError {
+    /// An empty text frame.
     #[error("empty packet")]
     Empty,
+    /// A type digit outside `0`..=`6` (the character found).
     #[error("unknown packet type {0:?}")]
     UnknownPacketType(char),
+    /// A binary packet whose `<n>-` prefix is missing or announces no attachment.
     #[error("illegal attachments: invalid attachment count")]
     InvalidAttachmentCount,
+    /// A binary packet announcing more attachments than the decoder allows.
     #[error("too many attachments: {count} > {max}")]
-    TooManyAttachments { count: usize, max: usize },
+    TooManyAttachments {
+        /// Attachments announced.
+        count: usize,
+        /// The decoder's limit.
+        max: usize,
+    },
+    /// An ack id that does not fit in a `u64`.
     #[error("invalid ack id (does not fit in u64)")]
     InvalidAckId,
+    /// Data that is not JSON (the parser's message).
     #[error("invalid JSON payload: {0}")]
     InvalidJson(String),
+    /// JSON of the wrong shape for the packet type (e.g. an event that is not a non-empty
+    /// array starting with a name).
     #[error("invalid payload for {0:?} packet")]
     InvalidPayload(PacketKind),
+    /// Placeholders in the JSON that do not match the announced attachments.
     #[error("illegal attachments: invalid binary placeholder")]
     InvalidPlaceholder,
+    /// A text frame while the attachments of a binary packet were awaited.
     #[error("got plaintext data when reconstructing a packet")]
     UnexpectedText,
+    /// A binary frame while no binary packet awaited attachments.
     #[error("got binary data when not reconstructing a packet")]
     UnexpectedBinary,
 }

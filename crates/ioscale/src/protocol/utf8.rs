@@ -29,6 +29,7 @@ impl Utf8Bytes {
         Utf8Bytes(bytes)
     }
 
+    /// The text, without a check (the bytes are UTF-8 by construction).
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor checks, or is given the guarantee, that the bytes are
         // UTF-8, and `slice_from` cuts only at a char boundary.
@@ -38,6 +39,7 @@ impl Utf8Bytes {
         }
     }
 
+    /// The UTF-8 bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -17,11 +17,15 @@ use crate::protocol::encode_frames;
 
 /// Why waiting for an ack ended without one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AckError {
+    /// No ack within the timeout.
     #[error("operation has timed out")]
     Timeout,
+    /// The socket disconnected (or could not be sent the event) before it answered.
     #[error("socket disconnected")]
     Disconnected,
+    /// The socket already awaits its limit of acks; the event was not sent.
     #[error("too many acks pending on this socket")]
     TooManyPending,
 }
@@ -29,8 +33,11 @@ pub enum AckError {
 /// The outcome of a broadcast with acks: every reply that came in time (each client's
 /// first ack argument), and whether some recipients did not answer before the timeout.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct BroadcastAcks {
+    /// The replies, in arrival order.
     pub replies: Vec<Payload>,
+    /// Whether the timeout passed before every recipient answered.
     pub timed_out: bool,
 }
 
@@ -222,18 +229,22 @@ impl std::fmt::Debug for RemoteSocket {
 }
 
 impl RemoteSocket {
+    /// The socket's id.
     pub fn id(&self) -> &str {
         &self.info.id
     }
 
+    /// Socket.IO's `socket.handshake` object, as its node reported it.
     pub fn handshake(&self) -> &Value {
         &self.info.handshake
     }
 
+    /// Its rooms when it was fetched (its own room included).
     pub fn rooms(&self) -> &[String] {
         &self.info.rooms
     }
 
+    /// Its `socket.data` when it was fetched.
     pub fn data(&self) -> &Value {
         &self.info.data
     }
@@ -242,18 +253,22 @@ impl RemoteSocket {
         self.ns.to(self.info.id.as_str())
     }
 
+    /// Emits to this socket, on whichever node it is.
     pub fn emit(&self, event: &str, payload: impl Into<Payload>) {
         self.operator().emit(event, payload);
     }
 
+    /// Makes the socket join `room`, on whichever node it is.
     pub fn join(&self, room: impl Into<Room>) {
         self.operator().sockets_join(room);
     }
 
+    /// Makes the socket leave `room`, on whichever node it is.
     pub fn leave(&self, room: impl Into<Room>) {
         self.operator().sockets_leave(room);
     }
 
+    /// Disconnects the socket (and its whole connection with `close`).
     pub fn disconnect(&self, close: bool) {
         self.operator().disconnect_sockets(close);
     }

@@ -27,7 +27,9 @@ use crate::protocol::Payload;
 
 /// Socket.IO settings. Defaults match Socket.IO's server.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct IoConfig {
+    /// The Engine.IO layer's settings (path, heartbeat, payload size, origins, limits).
     pub engine: EngineConfig,
     /// Time a new connection has to join a namespace before it is closed. Default 45 s.
     pub connect_timeout: Duration,
@@ -38,6 +40,7 @@ pub struct IoConfig {
 /// Limits on what one client may do. Each refusal is counted
 /// (`ioscale_limit_rejections_total{limit}`) and logged.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct SocketLimits {
     /// Namespaces one connection may join; more get CONNECT_ERROR. Default 64.
     pub namespaces_per_connection: usize,
@@ -138,6 +141,7 @@ impl Io {
         io
     }
 
+    /// The configuration it was built with.
     pub fn config(&self) -> &IoConfig {
         &self.inner.config
     }

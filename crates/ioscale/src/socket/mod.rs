@@ -4,7 +4,7 @@
 
 mod broadcast;
 mod client;
-pub mod handshake;
+pub(crate) mod handshake;
 mod io;
 mod namespace;
 #[allow(clippy::module_inception)]

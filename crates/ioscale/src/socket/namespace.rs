@@ -22,11 +22,14 @@ use crate::protocol::Sid;
 /// Refuses a connection; the client receives CONNECT_ERROR `{"message","data"}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectError {
+    /// The client's `err.message`.
     pub message: String,
+    /// The client's `err.data`, if any.
     pub data: Option<Value>,
 }
 
 impl ConnectError {
+    /// A refusal with a message and no data.
     pub fn new(message: impl Into<String>) -> Self {
         ConnectError {
             message: message.into(),
@@ -34,6 +37,7 @@ impl ConnectError {
         }
     }
 
+    /// A refusal with a message and data.
     pub fn with_data(message: impl Into<String>, data: Value) -> Self {
         ConnectError {
             message: message.into(),
@@ -62,6 +66,7 @@ pub(crate) type ServerEventHandler = Arc<dyn Fn(Payload, Option<ServerAck>) + Se
 pub struct ServerAck(oneshot::Sender<Payload>);
 
 impl ServerAck {
+    /// Sends the answer (its first argument is what the emitting node gets).
     pub fn send(self, payload: impl Into<Payload>) {
         let _ = self.0.send(payload.into());
     }
@@ -103,6 +108,7 @@ impl Namespace {
         })
     }
 
+    /// The namespace's name (`/` for the main one).
     pub fn name(&self) -> &str {
         &self.name
     }

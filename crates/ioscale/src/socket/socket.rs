@@ -21,19 +21,31 @@ use crate::protocol::{Frame, Sid, encode_frames};
 
 /// Why a socket disconnected, with Socket.IO's reason strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DisconnectReason {
+    /// The client closed the connection.
     TransportClose,
+    /// The connection failed (or the client did not read fast enough).
     TransportError,
+    /// The client did not answer a ping in time.
     PingTimeout,
+    /// The client sent a packet that does not decode.
     ParseError,
+    /// The connection was closed by the server: a packet that does not fit the socket's
+    /// state, or a disconnect of another namespace with `close`.
     ForcedClose,
+    /// Socket.IO's `forced server close`, listed for parity; ioscale does not produce it.
     ForcedServerClose,
+    /// The server is shutting down.
     ServerShuttingDown,
+    /// The client left the namespace.
     ClientNamespaceDisconnect,
+    /// The server disconnected the socket (`socket.disconnect`).
     ServerNamespaceDisconnect,
 }
 
 impl DisconnectReason {
+    /// Socket.IO's reason string (`transport close`, `ping timeout`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             DisconnectReason::TransportClose => "transport close",
@@ -95,7 +107,9 @@ impl std::fmt::Display for DisconnectReason {
 
 /// An event received from the client.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Event {
+    /// The event's name.
     pub name: String,
     /// The arguments after the event name.
     pub payload: Payload,
@@ -115,6 +129,7 @@ impl AckSender {
         AckSender { socket, id }
     }
 
+    /// Sends the ack with these arguments (best effort: lost if the socket is gone).
     pub fn send(self, payload: impl Into<Payload>) {
         let payload = payload.into();
         let mut packet = Packet::ack(self.socket.ns.name(), self.id, Value::Array(payload.args));
@@ -125,6 +140,7 @@ impl AckSender {
 
 /// What the client sent when it connected (Socket.IO's `socket.handshake`).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Handshake {
     /// The CONNECT packet's auth payload (`{}` when absent).
     pub auth: Value,
@@ -199,14 +215,17 @@ impl Socket {
         })
     }
 
+    /// The socket's id (not the Engine.IO session's).
     pub fn id(&self) -> Sid {
         self.id
     }
 
+    /// The namespace the socket is connected to.
     pub fn namespace(&self) -> &Arc<Namespace> {
         &self.ns
     }
 
+    /// What the client sent to connect to the namespace (its auth payload).
     pub fn handshake(&self) -> &Handshake {
         &self.handshake
     }
@@ -232,6 +251,8 @@ impl Socket {
         self.session.transport().as_str()
     }
 
+    /// Whether the namespace accepted the socket (set once its CONNECT is answered; it stays
+    /// set after a disconnect).
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
@@ -360,10 +381,12 @@ impl Socket {
         true
     }
 
+    /// Leaves `room` (nothing if not in it).
     pub fn leave(&self, room: &str) {
         self.ns.adapter.leave(self.id, room);
     }
 
+    /// The rooms the socket is in, its own room included.
     pub fn rooms(&self) -> Vec<Room> {
         self.ns.adapter.socket_rooms(self.id)
     }

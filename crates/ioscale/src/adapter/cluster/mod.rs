@@ -1,15 +1,16 @@
-//! The cluster adapter: one core for every multi-node adapter, over two seams (see [`seam`]):
-//! a wire [`Format`] and a pub/sub [`Link`].
+//! The cluster adapter: one core for every multi-node adapter, over two crate-private seams
+//! (`seam.rs`): a wire `Format` and a pub/sub `Link`.
 //!
 //! A [`ClusterNode`] is one node's membership of a cluster: its uid, its link, its format,
-//! and the [`ClusterAdapter`]s of its namespaces, to which its receive loop hands every
+//! and the `ClusterAdapter`s of its namespaces, to which its receive loop hands every
 //! message. Build one with [`crate::adapter::redis::ClassicRedis::connect`],
-//! [`crate::adapter::redis::sharded::ShardedRedis::connect`], or [`Bus::node`] (in-process,
-//! for tests), then give [`ClusterNode::factory`] to [`crate::Io::with_adapter`].
+//! [`crate::adapter::redis::sharded::ShardedRedis::connect`], or `Bus::node` (in-process,
+//! in the crate's tests), then give [`ClusterNode::factory`] to [`crate::Io::with_adapter`].
 
 mod adapter;
+#[cfg(test)]
 mod bus;
-pub mod seam;
+pub(crate) mod seam;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -18,9 +19,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 use futures_util::StreamExt as _;
 
-pub use adapter::ClusterAdapter;
-pub use bus::{Bus, BusLink};
-pub use seam::{Channel, Codec, Envelope, Format, Link, Message, Received, Subscription};
+pub(crate) use adapter::ClusterAdapter;
+#[cfg(test)]
+pub(crate) use bus::{Bus, BusLink};
+pub(crate) use seam::{Channel, Codec, Envelope, Format, Link, Message, Subscription};
 
 use super::redis::health::Health;
 use super::{Adapter, AdapterContext, AdapterFactory};
@@ -30,13 +32,16 @@ use crate::protocol::{Payload, encode_frames};
 
 /// Counters of a node's cluster traffic, for logs, health checks and metrics.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct ClusterStats {
+    /// Messages published on the link (for Redis: those Redis confirmed).
     pub published: AtomicU64,
     /// Messages not published: queue full, link down, or refused by Redis.
     pub publish_dropped: AtomicU64,
     /// Published messages Redis did not confirm (timeout, connection lost in flight): they
     /// may or may not have reached the other nodes.
     pub publish_unknown: AtomicU64,
+    /// Messages received from the link.
     pub received: AtomicU64,
     /// Received messages that did not decode (dropped).
     pub received_invalid: AtomicU64,
@@ -45,8 +50,11 @@ pub struct ClusterStats {
     /// Times Redis closed the subscriber connection while the publisher's stayed up (its
     /// output-buffer limit): each lost at least one message, how many is not known here.
     pub subscriber_cuts: AtomicU64,
+    /// Reconnections of the subscriber connection after it was cut.
     pub reconnects: AtomicU64,
+    /// Requests this node sent to the other nodes (fetches, room lists, counts, acks).
     pub requests: AtomicU64,
+    /// Requests that timed out before every node answered.
     pub request_timeouts: AtomicU64,
 }
 
@@ -71,7 +79,7 @@ impl std::fmt::Debug for ClusterNode {
 impl ClusterNode {
     /// A node speaking `format` over `link` (whose messages it starts reading);
     /// `requests_timeout` bounds how long cluster requests wait for every node.
-    pub fn new(
+    pub(crate) fn new(
         uid: String,
         format: Box<dyn Format>,
         link: Arc<dyn Link>,
@@ -108,10 +116,7 @@ impl ClusterNode {
         &self.uid
     }
 
-    pub fn requests_timeout(&self) -> Duration {
-        self.requests_timeout
-    }
-
+    /// The link's traffic counters.
     pub fn stats(&self) -> &ClusterStats {
         self.link.stats()
     }
@@ -187,7 +192,7 @@ pub(crate) fn invalid(stats: &ClusterStats, channel: &str, error: &dyn std::fmt:
 }
 
 /// 16 lower-case hex digits: node uids and request ids, as Node's adapters make them.
-pub fn new_uid() -> String {
+pub(crate) fn new_uid() -> String {
     let raw: [u8; 8] = rand::random();
     raw.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -25,7 +25,9 @@ pub const DOWN_AFTER: Duration = Duration::from_secs(1);
 /// This many cuts of the subscriber connection within [`CUT_WINDOW`] make the node ask to
 /// leave the rotation for [`CUT_HOLD`].
 pub const CUT_THRESHOLD: usize = 3;
+/// The window in which [`CUT_THRESHOLD`] cuts count.
 pub const CUT_WINDOW: Duration = Duration::from_secs(60);
+/// How long a node with repeated cuts asks to stay out of the rotation.
 pub const CUT_HOLD: Duration = Duration::from_secs(30);
 
 const STARTING: u8 = 0;
@@ -75,16 +77,17 @@ impl Health {
         })
     }
 
+    /// The Redis address (or link name) this health is of, for logs.
     pub fn address(&self) -> &str {
         &self.address
     }
 
-    /// Whether both connections are up (a reconnection shorter than [`DOWN_AFTER`] included).
+    /// Whether both connections are up (a reconnection shorter than 1 s included).
     pub fn is_up(&self) -> bool {
         self.state.load(Ordering::Acquire) == UP
     }
 
-    /// Whether a PING has gone unanswered for longer than [`STALL_DEADLINE`].
+    /// Whether a PING has gone unanswered for longer than 2 s.
     pub fn is_stalled(&self) -> bool {
         self.stalled.load(Ordering::Acquire)
     }

@@ -3,9 +3,9 @@
 //! ioscale and Node nodes on one Redis behave as one cluster.
 //!
 //! Both are the cluster core ([`crate::adapter::cluster`]) over a format and a link:
-//! [`ClassicRedis`] is the link to one Redis server, speaking [`ClassicFormat`];
+//! [`ClassicRedis`] is the link to one Redis server, speaking `ClassicFormat`;
 //! [`sharded::ShardedRedis`] the link to a Redis Cluster, speaking
-//! [`sharded::ShardedFormat`]. A link holds two connections (through `fred`, which
+//! `ShardedFormat`. A link holds two connections (through `fred`, which
 //! pipelines, reconnects with a backoff and resubscribes): a publisher fed by a bounded
 //! queue and drained in pipelined batches, and a subscriber whose messages wait in a
 //! byte-bounded queue for the node's receive loop, which never waits on a client. While
@@ -15,9 +15,11 @@
 //! `lib/index.ts` (8.3.0).
 
 mod classic;
-pub mod health;
+pub(crate) mod health;
 mod link;
 pub mod sharded;
+/// The classic adapter's wire codec, public as a door for the fuzz targets only.
+#[doc(hidden)]
 pub mod wire;
 
 use std::sync::atomic::Ordering;
@@ -29,15 +31,17 @@ use fred::prelude::{Client, ClientLike, Config, EventInterface, PubsubInterface}
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-pub use classic::ClassicFormat;
+pub(crate) use classic::ClassicFormat;
 pub use health::Health;
 
+pub(crate) use super::cluster::new_uid;
 use super::cluster::seam::{Link, Messages, Subscription};
-pub use super::cluster::{ClusterNode, ClusterStats, new_uid};
+pub use super::cluster::{ClusterNode, ClusterStats};
 use super::{AdapterError, BoxFuture};
 
 /// Redis adapter settings. Defaults match the Node adapter.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`.
     pub url: String,
@@ -60,6 +64,7 @@ pub struct RedisConfig {
 pub const DEFAULT_SUBSCRIBER_QUEUE_BYTES: usize = 64 << 20;
 
 impl RedisConfig {
+    /// The settings for the server at `url`, every other field at its default.
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
@@ -72,8 +77,11 @@ impl RedisConfig {
     }
 }
 
+/// Why a Redis adapter could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RedisError {
+    /// The URL or another setting was refused by the Redis client (the reason).
     #[error("invalid Redis configuration: {0}")]
     Config(String),
 }
@@ -122,7 +130,7 @@ impl ClassicRedis {
     }
 
     /// The link alone (its messages wait for a [`ClusterNode`] to read them).
-    pub fn open(config: &RedisConfig, uid: String) -> Result<Arc<Self>, RedisError> {
+    pub(crate) fn open(config: &RedisConfig, uid: String) -> Result<Arc<Self>, RedisError> {
         let redis_config =
             Config::from_url(&config.url).map_err(|e| RedisError::Config(e.to_string()))?;
         let build = |subscriber: bool| link::builder(redis_config.clone(), subscriber, 5_000);

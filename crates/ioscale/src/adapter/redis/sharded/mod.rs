@@ -7,7 +7,7 @@
 //! request), one response channel per node `P#N#<uid>#`, and in the dynamic subscription
 //! modes one channel per room `P#N#<room>#`, subscribed by the nodes that have the room.
 //!
-//! It is the cluster core over [`ShardedFormat`] and the [`ShardedRedis`] link. The link
+//! It is the cluster core over `ShardedFormat` and the [`ShardedRedis`] link. The link
 //! holds two `fred` cluster clients: a publisher fed by a
 //! bounded queue and drained in pipelined batches (each `SPUBLISH` goes to its slot's master),
 //! and a subscriber with one connection per master. Subscriptions are made by one task that
@@ -17,6 +17,8 @@
 //! Wire formats: [`wire`]; notes: `docs/wire/redis-sharded-adapter-8.3.md`.
 
 mod format;
+/// The sharded adapter's wire codec, public as a door for the fuzz targets only.
+#[doc(hidden)]
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -32,7 +34,7 @@ use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-pub use format::ShardedFormat;
+pub(crate) use format::ShardedFormat;
 
 use super::{ClusterNode, ClusterStats, Health, RedisError, health, link, new_uid};
 use crate::adapter::cluster::seam::{self, Link};
@@ -90,6 +92,7 @@ impl SubscriptionMode {
 
 /// Sharded adapter settings. Defaults match the Node adapter.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ShardedConfig {
     /// Seed nodes of the Redis Cluster (`redis://[user:password@]host:port`); the rest of
     /// the cluster is discovered from them.
@@ -108,6 +111,8 @@ pub struct ShardedConfig {
 }
 
 impl ShardedConfig {
+    /// The settings for the cluster (or single server) at `urls`, every other field at its
+    /// default.
     pub fn new(urls: Vec<String>) -> Self {
         ShardedConfig {
             urls,
@@ -172,7 +177,7 @@ impl ShardedRedis {
     }
 
     /// The link alone (its messages wait for a [`ClusterNode`] to read them).
-    pub fn open(config: &ShardedConfig, uid: String) -> Result<Arc<Self>, RedisError> {
+    pub(crate) fn open(config: &ShardedConfig, uid: String) -> Result<Arc<Self>, RedisError> {
         let redis_config = cluster_config(&config.urls)?;
         // A failed master is replaced after the cluster's node timeout: retry quickly.
         let build = |subscriber: bool| {
