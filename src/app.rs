@@ -239,10 +239,13 @@ pub fn install(io: &Io, server_id: Arc<str>) {
         let server_id = server_id.clone();
         let main_ns = main.clone();
         main.on_connection(move |socket| {
-            let _ = socket.emit(
-                "server-info",
-                json!({"serverId": &*server_id, "timestamp": now_iso()}),
-            );
+            // A recovered socket already had it (and its rooms are restored).
+            if !socket.recovered() {
+                let _ = socket.emit(
+                    "server-info",
+                    json!({"serverId": &*server_id, "timestamp": now_iso()}),
+                );
+            }
             tracing::info!(
                 socket_id = %socket.id(),
                 transport = socket.transport(),
