@@ -35,6 +35,17 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         Some(cluster) => Io::with_adapter(options.io_config(), cluster.factory()),
         None => Io::new(options.io_config()),
     };
+    match (&io.config().connection_state_recovery, &cluster) {
+        (Some(recovery), _) => tracing::info!(
+            max_disconnection_ms = recovery.max_disconnection_duration.as_millis() as u64,
+            "connection state recovery on (one node)"
+        ),
+        (None, Some(_)) if options.connection_state_recovery > 0 => tracing::warn!(
+            "connection state recovery is off with --redis-url: it is one-node only for now \
+             (broadcasts from other nodes are not logged, so a recovered client would miss them)"
+        ),
+        (None, _) => {}
+    }
     if let Some(verifier) = options.auth.verifier() {
         verifier.install(&io.of("/"));
         tracing::info!("JWT authentication on");

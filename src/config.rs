@@ -291,7 +291,8 @@ pub struct ServeOptions {
     #[arg(help_heading = "Protocol", long, env = "CONNECT_TIMEOUT", default_value_t = 45_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
     /// Connection state recovery: milliseconds a disconnected client's session (and the
-    /// packets it may miss) are kept; 0 turns it off. On by default, unlike Node.
+    /// packets it may miss) are kept; 0 turns it off. On by default, unlike Node. One node
+    /// only for now: off with --redis-url.
     #[arg(
         help_heading = "Protocol",
         long,
@@ -586,7 +587,8 @@ impl ServeOptions {
         let mut config = IoConfig::default();
         config.engine = engine;
         config.connect_timeout = Duration::from_millis(self.connect_timeout);
-        if self.connection_state_recovery > 0 {
+        // One node only for now: broadcasts from other nodes would not be in the log.
+        if self.connection_state_recovery > 0 && self.redis_url.is_empty() {
             let mut recovery = RecoveryConfig::default();
             recovery.max_disconnection_duration =
                 Duration::from_millis(self.connection_state_recovery);

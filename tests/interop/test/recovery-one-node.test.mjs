@@ -133,9 +133,9 @@ for (const [mode, { client: clientOpts, args, disconnect }] of Object.entries(CA
     publisher.emit("message", { message: "end", room: "r" });
     await end;
     assert.deepEqual(got, [...Array.from({ length: total }, (_, i) => String(i)), "end"]);
-    // Every eligible packet carries an offset, increasing.
-    assert.ok(offsets.every((o) => typeof o === "string"));
-    const numeric = offsets.map(Number);
+    // Every eligible packet carries an offset (`<epoch>-<n>`), increasing.
+    assert.ok(offsets.every((o) => typeof o === "string" && /^.+-\d+$/.test(o)), `offsets ${offsets}`);
+    const numeric = offsets.map((o) => Number(o.slice(o.lastIndexOf("-") + 1)));
     assert.deepEqual([...numeric].sort((a, b) => a - b), numeric);
     assert.equal(new Set(numeric).size, numeric.length);
   });

@@ -127,9 +127,7 @@ impl BroadcastOperator {
             // local recipient has it, so that sockets see offsets in order.
             let mut log = recovery.log();
             let mut payload = payload.into();
-            payload
-                .args
-                .push(Value::String(log.next_offset().to_string()));
+            payload.args.push(Value::String(log.next_offset()));
             let message = self.message(event, payload, None);
             log.push(
                 self.target.clone(),

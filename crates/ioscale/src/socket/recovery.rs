@@ -42,6 +42,12 @@ impl Default for RecoveryConfig {
 /// Bytes counted per entry beyond its frames (its target and bookkeeping).
 const ENTRY_OVERHEAD: usize = 64;
 
+/// The offset string a packet carries: this log's epoch, then its number, so that an offset
+/// from another node or an earlier process never matches an entry here.
+pub(crate) fn offset_string(epoch: &str, offset: u64) -> String {
+    format!("{epoch}-{offset}")
+}
+
 struct Entry {
     offset: u64,
     at: Instant,
@@ -54,6 +60,7 @@ struct Entry {
 pub(crate) struct PacketLog {
     entries: VecDeque<Entry>,
     bytes: usize,
+    epoch: String,
     next: u64,
     max_bytes: usize,
     max_age: Duration,
@@ -64,15 +71,25 @@ impl PacketLog {
         PacketLog {
             entries: VecDeque::new(),
             bytes: 0,
+            epoch: Sid::random().as_str()[..8].to_owned(),
             next: 1,
             max_bytes,
             max_age,
         }
     }
 
-    /// The offset the next packet gets.
-    pub(crate) fn next_offset(&self) -> u64 {
-        self.next
+    /// The offset string the next packet carries.
+    pub(crate) fn next_offset(&self) -> String {
+        offset_string(&self.epoch, self.next)
+    }
+
+    /// The number of an offset string of this log; `None` for another log's.
+    fn parse_offset(&self, offset: &str) -> Option<u64> {
+        let (epoch, number) = offset.rsplit_once('-')?;
+        if epoch != self.epoch {
+            return None;
+        }
+        number.parse().ok()
     }
 
     /// Logs a packet (its frames already carry `offset`, from [`PacketLog::next_offset`]).
@@ -195,13 +212,16 @@ impl Recovery {
     /// its offset is still in the log.
     pub(crate) fn claim(&self, auth: &Value) -> Option<Claim> {
         let pid = auth.get("pid")?.as_str()?;
-        let offset = auth.get("offset")?.as_str()?.parse::<u64>().ok()?;
+        let offset = auth.get("offset")?.as_str()?;
         let session = self.sessions.lock().remove(pid)?;
         let now = Instant::now();
         if now.saturating_duration_since(session.at) > self.config.max_disconnection_duration {
             return None;
         }
-        self.log.lock().missed(offset, &session.rooms, now)?;
+        let mut log = self.log.lock();
+        let offset = log.parse_offset(offset)?;
+        log.missed(offset, &session.rooms, now)?;
+        drop(log);
         Some(Claim {
             pid: pid.to_owned(),
             offset,
@@ -305,22 +325,31 @@ mod tests {
                 .log()
                 .push(Target::default(), frames("x"), Instant::now());
         }
+        let epoch = recovery.log().epoch.clone();
+        let at = |n: u64| offset_string(&epoch, n);
         recovery.persist("p1", sid, vec![room(sid.as_str())], Value::Null);
         // Offset 1 was trimmed: a fresh connection.
         assert!(
             recovery
-                .claim(&serde_json::json!({"pid": "p1", "offset": "1"}))
+                .claim(&serde_json::json!({"pid": "p1", "offset": at(1)}))
+                .is_none()
+        );
+        // An offset of another log (another node, an earlier process): a fresh connection.
+        recovery.persist("p2", sid, vec![room(sid.as_str())], Value::Null);
+        assert!(
+            recovery
+                .claim(&serde_json::json!({"pid": "p2", "offset": offset_string("elsewhere", 4)}))
                 .is_none()
         );
         recovery.persist("p2", sid, vec![room(sid.as_str())], Value::Null);
         let claim = recovery
-            .claim(&serde_json::json!({"pid": "p2", "offset": "4"}))
+            .claim(&serde_json::json!({"pid": "p2", "offset": at(4)}))
             .unwrap();
         assert_eq!(claim.session.sid, sid);
         // Used once.
         assert!(
             recovery
-                .claim(&serde_json::json!({"pid": "p2", "offset": "4"}))
+                .claim(&serde_json::json!({"pid": "p2", "offset": at(4)}))
                 .is_none()
         );
         // Expired.
@@ -336,7 +365,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         assert!(
             recovery
-                .claim(&serde_json::json!({"pid": "p3", "offset": "1"}))
+                .claim(&serde_json::json!({"pid": "p3", "offset": offset_string(&recovery.log().epoch.clone(), 1)}))
                 .is_none()
         );
     }

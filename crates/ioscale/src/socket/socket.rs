@@ -439,9 +439,7 @@ impl Socket {
             // broadcast to its own room.
             let mut log = recovery.log();
             let mut payload = payload.into();
-            payload
-                .args
-                .push(Value::String(log.next_offset().to_string()));
+            payload.args.push(Value::String(log.next_offset()));
             let frames = encode_frames(&event_packet(self.ns.name(), event, payload));
             let target = Target {
                 rooms: vec![Room::from(self.id.as_str())],
