@@ -138,6 +138,9 @@ for (const [mode, { client: clientOpts, args, disconnect }] of Object.entries(CA
     const numeric = offsets.map((o) => Number(o.slice(o.lastIndexOf("-") + 1)));
     assert.deepEqual([...numeric].sort((a, b) => a - b), numeric);
     assert.equal(new Set(numeric).size, numeric.length);
+    const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+    assert.match(metrics, /^ioscale_recoveries_total\{result="attempted"\} 1$/m);
+    assert.match(metrics, /^ioscale_recoveries_total\{result="recovered"\} 1$/m);
   });
 }
 
