@@ -25,7 +25,7 @@ pub struct RecoveryConfig {
     pub max_disconnection_duration: Duration,
     /// Whether a recovered socket skips the namespace's middlewares. Default false.
     pub skip_middlewares: bool,
-    /// Bound on the bytes of packets the log of one namespace keeps. Default 64 MiB.
+    /// Bound on the bytes of packets the log of one namespace keeps. Default 8 MiB.
     pub max_log_bytes: usize,
 }
 
@@ -34,7 +34,7 @@ impl Default for RecoveryConfig {
         RecoveryConfig {
             max_disconnection_duration: Duration::from_secs(120),
             skip_middlewares: false,
-            max_log_bytes: 64 << 20,
+            max_log_bytes: 8 << 20,
         }
     }
 }

@@ -404,10 +404,14 @@ impl Socket {
         self.session
             .metrics()
             .limit_hit(Limit::EventRate, self.id.as_str());
-        let _ = self.emit(
+        // Sent as is, without a recovery offset: the socket is disconnected for good.
+        let packet = event_packet(
+            self.ns.name(),
             "error",
-            serde_json::json!({"message": "rate limit exceeded", "data": {"limit": "event_rate"}}),
+            serde_json::json!({"message": "rate limit exceeded", "data": {"limit": "event_rate"}})
+                .into(),
         );
+        let _ = self.send_packet(&packet, false);
         self.disconnect(false);
     }
 
