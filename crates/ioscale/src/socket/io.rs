@@ -35,7 +35,9 @@ pub struct IoConfig {
     pub connect_timeout: Duration,
     /// Per-socket limits.
     pub limits: SocketLimits,
-    /// Connection state recovery; `None` (the default, as Socket.IO's) turns it off.
+    /// Connection state recovery; `None` (the default, as Socket.IO's) turns it off. One
+    /// node only: with a cluster adapter, broadcasts received from other nodes are not
+    /// logged, so a recovered client would not get those it missed.
     pub connection_state_recovery: Option<super::recovery::RecoveryConfig>,
 }
 
