@@ -99,6 +99,8 @@ for (const [mode, { client: clientOpts, args, disconnect }] of Object.entries(CA
     const joined = await receiver.timeout(5000).emitWithAck("join", "r");
     assert.deepEqual(joined, { ok: true, room: "r" });
 
+    let infos = 0;
+    receiver.on("server-info", () => infos++);
     const got = [];
     const offsets = [];
     receiver.on("message", (msg, offset) => {
@@ -133,6 +135,7 @@ for (const [mode, { client: clientOpts, args, disconnect }] of Object.entries(CA
     publisher.emit("message", { message: "end", room: "r" });
     await end;
     assert.deepEqual(got, [...Array.from({ length: total }, (_, i) => String(i)), "end"]);
+    assert.equal(infos, 0, "the app does not greet a recovered socket again");
     // Every eligible packet carries an offset (`<epoch>-<n>`), increasing.
     assert.ok(offsets.every((o) => typeof o === "string" && /^.+-\d+$/.test(o)), `offsets ${offsets}`);
     const numeric = offsets.map((o) => Number(o.slice(o.lastIndexOf("-") + 1)));
