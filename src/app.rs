@@ -35,6 +35,17 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         Some(cluster) => Io::with_adapter(options.io_config(), cluster.factory()),
         None => Io::new(options.io_config()),
     };
+    match (&io.config().connection_state_recovery, &cluster) {
+        (Some(recovery), _) => tracing::info!(
+            max_disconnection_ms = recovery.max_disconnection_duration.as_millis() as u64,
+            "connection state recovery on (one node)"
+        ),
+        (None, Some(_)) if options.connection_state_recovery > 0 => tracing::warn!(
+            "connection state recovery is off with --redis-url: it is one-node only for now \
+             (broadcasts from other nodes are not logged, so a recovered client would miss them)"
+        ),
+        (None, _) => {}
+    }
     if let Some(verifier) = options.auth.verifier() {
         verifier.install(&io.of("/"));
         tracing::info!("JWT authentication on");
@@ -239,10 +250,13 @@ pub fn install(io: &Io, server_id: Arc<str>) {
         let server_id = server_id.clone();
         let main_ns = main.clone();
         main.on_connection(move |socket| {
-            let _ = socket.emit(
-                "server-info",
-                json!({"serverId": &*server_id, "timestamp": now_iso()}),
-            );
+            // A recovered socket already had it (and its rooms are restored).
+            if !socket.recovered() {
+                let _ = socket.emit(
+                    "server-info",
+                    json!({"serverId": &*server_id, "timestamp": now_iso()}),
+                );
+            }
             tracing::info!(
                 socket_id = %socket.id(),
                 transport = socket.transport(),

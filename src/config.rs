@@ -9,7 +9,7 @@ use ioscale::adapter::cluster::ClusterNode;
 use ioscale::adapter::redis::sharded::{ShardedConfig, ShardedRedis, SubscriptionMode};
 use ioscale::adapter::redis::{ClassicRedis, RedisConfig};
 use ioscale::engine::{AllowedOrigins, EngineConfig, Transports};
-use ioscale::socket::{HttpLimits, SocketLimits};
+use ioscale::socket::{HttpLimits, RecoveryConfig, SocketLimits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -290,6 +290,16 @@ pub struct ServeOptions {
     /// Milliseconds a new connection has to join a namespace.
     #[arg(help_heading = "Protocol", long, env = "CONNECT_TIMEOUT", default_value_t = 45_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
+    /// Connection state recovery: milliseconds a disconnected client's session (and the
+    /// packets it may miss) are kept; 0 turns it off. On by default, unlike Node. One node
+    /// only for now: off with --redis-url.
+    #[arg(
+        help_heading = "Protocol",
+        long,
+        env = "CONNECTION_STATE_RECOVERY",
+        default_value_t = 120_000
+    )]
+    pub connection_state_recovery: u64,
     /// Socket.IO request path.
     #[arg(help_heading = "Network", long, env = "SOCKETIO_PATH", default_value = "/socket.io/", value_parser = request_path)]
     pub path: String,
@@ -577,6 +587,13 @@ impl ServeOptions {
         let mut config = IoConfig::default();
         config.engine = engine;
         config.connect_timeout = Duration::from_millis(self.connect_timeout);
+        // One node only for now: broadcasts from other nodes would not be in the log.
+        if self.connection_state_recovery > 0 && self.redis_url.is_empty() {
+            let mut recovery = RecoveryConfig::default();
+            recovery.max_disconnection_duration =
+                Duration::from_millis(self.connection_state_recovery);
+            config.connection_state_recovery = Some(recovery);
+        }
         config.limits = limits;
         config
     }

@@ -262,6 +262,16 @@ impl Collector for NodeCollector {
                 ("cluster".into(), load(&metrics.broadcasts_cluster)),
             ],
         )?;
+        labeled_counters(
+            &mut encoder,
+            "ioscale_recoveries",
+            "Connection state recovery: reconnections that named a session, and sessions restored",
+            "result",
+            &[
+                ("attempted".into(), load(&metrics.recovery_attempts)),
+                ("recovered".into(), load(&metrics.recovery_successes)),
+            ],
+        )?;
         let redis_dropped = self
             .cluster
             .as_ref()

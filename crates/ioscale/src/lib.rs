@@ -15,7 +15,7 @@ pub mod socket;
 pub use adapter::{Adapter, Room, RoomEvent};
 pub use socket::{
     AckError, AckSender, BroadcastAcks, BroadcastOperator, ConnectError, DisconnectReason, Event,
-    Handshake, Io, IoConfig, Namespace, Payload, Socket,
+    Handshake, Io, IoConfig, Namespace, Payload, RecoveryConfig, Socket,
 };
 
 /// The README's code compiles (checked as a doctest).

@@ -154,6 +154,10 @@ pub struct Metrics {
     pub limit_rejections: LabeledCounters,
     /// How long local deliveries of one broadcast took.
     pub fanout: Histogram,
+    /// Connection state recovery: reconnecting clients that named a session.
+    pub recovery_attempts: AtomicU64,
+    /// Connection state recovery: sessions restored.
+    pub recovery_successes: AtomicU64,
 }
 
 impl Metrics {

@@ -60,13 +60,14 @@ async function appWitness(t, app, { join = false, path = PATH } = {}) {
   return peer;
 }
 /**
- * Round trip of an `ioscale serve` witness: the first time it joins "/" (answer `40{"sid":...}`);
+ * Round trip of an `ioscale serve` witness: the first time it joins "/" (answer `40{"sid":...}`,
+ * with a `pid` when connection state recovery is on, the default);
  * later it asks for another namespace and must get an answer for it (CONNECT or CONNECT_ERROR).
  */
 async function assertAppAlive(peer) {
   if (!peer.joinedMain) {
     peer.send("40");
-    assert.match(await nextNonEvent(peer), /^40\{"sid":"[A-Za-z0-9_-]{20}"\}$/, "the already-connected client keeps working");
+    assert.match(await nextNonEvent(peer), /^40\{"sid":"[A-Za-z0-9_-]{20}"(,"pid":"[A-Za-z0-9_-]{20}")?\}$/, "the already-connected client keeps working");
     peer.joinedMain = true;
     return;
   }
@@ -398,7 +399,7 @@ describe("maxHttpBufferSize", () => {
     assert.equal(Buffer.byteLength(body), LIMIT);
     assert.equal((await s.post(body)).body, "ok");
     // the join answer (the application may add its own events after it)
-    assert.match((await s.get()).body, /^40\{"sid":"[A-Za-z0-9_-]{20}"\}(\x1e|$)/);
+    assert.match((await s.get()).body, /^40\{"sid":"[A-Za-z0-9_-]{20}"(,"pid":"[A-Za-z0-9_-]{20}")?\}(\x1e|$)/);
   });
 
   it("answers a polling POST over the limit with 413 (empty body) and closes the session", T, async (t) => {
@@ -420,7 +421,7 @@ describe("maxHttpBufferSize", () => {
     const msg = `40{"pad":"${"x".repeat(LIMIT - 12)}"}`;
     assert.equal(Buffer.byteLength(msg), LIMIT);
     peer.send(msg);
-    assert.match(await peer.next(), /^40\{"sid":"[A-Za-z0-9_-]{20}"\}$/);
+    assert.match(await peer.next(), /^40\{"sid":"[A-Za-z0-9_-]{20}"(,"pid":"[A-Za-z0-9_-]{20}")?\}$/);
   });
 
   for (const [label, msg] of [

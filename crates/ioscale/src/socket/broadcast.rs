@@ -120,6 +120,25 @@ impl BroadcastOperator {
     /// Sends the event to every target of the cluster; returns how many sockets of this
     /// node accepted it.
     pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> usize {
+        if let Some(recovery) = &self.ns.recovery
+            && !self.flags.volatile
+        {
+            // The offset is part of the single encoding; the log stays locked until every
+            // local recipient has it, so that sockets see offsets in order.
+            let mut log = recovery.log();
+            let mut payload = payload.into();
+            payload.args.push(Value::String(log.next_offset()));
+            let message = self.message(event, payload, None);
+            log.push(
+                self.target.clone(),
+                message.frames.clone(),
+                std::time::Instant::now(),
+            );
+            return self
+                .ns
+                .adapter
+                .broadcast(&message, &self.target, self.flags);
+        }
         let message = self.message(event, payload.into(), None);
         self.ns
             .adapter

@@ -170,7 +170,12 @@ fn connect(io: &Arc<IoInner>, session: &ClientSession, packet: Packet) {
         _ => json!({}),
     };
     let socket = Socket::new(nsp.clone(), session.clone(), auth);
-    if !nsp.has_middlewares() {
+    let skip = socket.claims_session()
+        && nsp
+            .recovery
+            .as_ref()
+            .is_some_and(|recovery| recovery.config.skip_middlewares);
+    if skip || !nsp.has_middlewares() {
         finish_connect(session, socket);
         return;
     }
@@ -212,8 +217,6 @@ fn finish_connect(session: &ClientSession, socket: Arc<Socket>) {
         sockets.push(socket.clone());
     }
     nsp.sockets.insert(socket.id(), socket.clone());
-    nsp.adapter.add_socket(socket.clone());
-    let reply = Packet::connect(nsp.name(), Some(json!({"sid": socket.id().as_str()})));
-    let _ = session.send(&encode_frames(&reply), false);
+    socket.attach();
     nsp.fire_connection(&socket);
 }

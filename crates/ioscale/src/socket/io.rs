@@ -35,6 +35,10 @@ pub struct IoConfig {
     pub connect_timeout: Duration,
     /// Per-socket limits.
     pub limits: SocketLimits,
+    /// Connection state recovery; `None` (the default, as Socket.IO's) turns it off. One
+    /// node only: with a cluster adapter, broadcasts received from other nodes are not
+    /// logged, so a recovered client would not get those it missed.
+    pub connection_state_recovery: Option<super::recovery::RecoveryConfig>,
 }
 
 /// Limits on what one client may do. Each refusal is counted
@@ -73,6 +77,7 @@ impl Default for IoConfig {
             engine: EngineConfig::default(),
             connect_timeout: Duration::from_millis(45_000),
             limits: SocketLimits::default(),
+            connection_state_recovery: None,
         }
     }
 }
@@ -295,20 +300,25 @@ impl IoInner {
                 }
             }
         });
-        Namespace::new(name, self.config.limits, |namespace, ack_ids| {
-            let server_events: ServerEventHook = Arc::new(move |payload, ack| {
-                if let Some(namespace) = namespace.upgrade() {
-                    namespace.dispatch_server_event(payload, ack);
-                }
-            });
-            (self.adapter_factory)(AdapterContext {
-                namespace: name.to_owned(),
-                ack_ids,
-                room_events: Some(room_events),
-                server_events,
-                metrics: self.metrics.clone(),
-            })
-        })
+        Namespace::new(
+            name,
+            self.config.limits,
+            self.config.connection_state_recovery,
+            |namespace, ack_ids| {
+                let server_events: ServerEventHook = Arc::new(move |payload, ack| {
+                    if let Some(namespace) = namespace.upgrade() {
+                        namespace.dispatch_server_event(payload, ack);
+                    }
+                });
+                (self.adapter_factory)(AdapterContext {
+                    namespace: name.to_owned(),
+                    ack_ids,
+                    room_events: Some(room_events),
+                    server_events,
+                    metrics: self.metrics.clone(),
+                })
+            },
+        )
     }
 
     pub(crate) fn limits(&self) -> &SocketLimits {

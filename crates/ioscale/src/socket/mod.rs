@@ -7,6 +7,7 @@ mod client;
 pub(crate) mod handshake;
 mod io;
 mod namespace;
+mod recovery;
 #[allow(clippy::module_inception)]
 mod socket;
 
@@ -17,4 +18,5 @@ pub use crate::protocol::socketio as packet;
 pub use broadcast::{AckError, BroadcastAcks, BroadcastOperator, RemoteSocket};
 pub use io::{Body, Io, IoConfig, SocketLimits};
 pub use namespace::{ConnectError, Namespace, ServerAck};
+pub use recovery::RecoveryConfig;
 pub use socket::{AckSender, DisconnectReason, Event, Handshake, Socket};

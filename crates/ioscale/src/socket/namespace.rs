@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use super::broadcast::{BroadcastOperator, RemoteSocket};
 use super::io::SocketLimits;
+use super::recovery::{Recovery, RecoveryConfig};
 use super::socket::{DisconnectReason, Event, Socket};
 use crate::adapter::{Adapter, AdapterError, Room};
 use crate::protocol::Payload;
@@ -83,6 +84,8 @@ pub struct Namespace {
     disconnect_handlers: RwLock<Vec<DisconnectHandler>>,
     server_event_handlers: RwLock<HashMap<String, ServerEventHandler>>,
     pub(crate) sockets: DashMap<Sid, Arc<Socket>>,
+    /// Connection state recovery, when on.
+    pub(crate) recovery: Option<Recovery>,
     next_ack_id: Arc<AtomicU64>,
 }
 
@@ -91,6 +94,7 @@ impl Namespace {
     pub(crate) fn new(
         name: &str,
         limits: SocketLimits,
+        recovery: Option<RecoveryConfig>,
         make_adapter: impl FnOnce(Weak<Namespace>, Arc<AtomicU64>) -> Arc<dyn Adapter>,
     ) -> Arc<Self> {
         let next_ack_id = Arc::new(AtomicU64::new(0));
@@ -104,6 +108,7 @@ impl Namespace {
             disconnect_handlers: RwLock::new(Vec::new()),
             server_event_handlers: RwLock::new(HashMap::new()),
             sockets: DashMap::new(),
+            recovery: recovery.map(Recovery::new),
             next_ack_id,
         })
     }

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::broadcast::{AckError, BroadcastOperator};
 use super::client::ClientState;
 use super::namespace::{EventHandler, Namespace};
-use crate::adapter::{AckEvent, AckRoute, Recipient, Room, SocketInfo};
+use super::recovery::Claim;
+use crate::adapter::{AckEvent, AckRoute, Recipient, Room, SocketInfo, Target};
 use crate::engine::{CloseReason, PushError, RequestInfo, Session};
 use crate::metrics::{Label, Limit};
 use crate::protocol::Payload;
@@ -58,6 +59,21 @@ impl DisconnectReason {
             DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
             DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
         }
+    }
+
+    /// Whether a session is kept for recovery after this reason (as Socket.IO's
+    /// `RECOVERABLE_DISCONNECT_REASONS`): never after the client's or the server's own
+    /// namespace disconnect, nor after a parse error.
+    pub fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::TransportClose
+                | DisconnectReason::TransportError
+                | DisconnectReason::PingTimeout
+                | DisconnectReason::ForcedClose
+                | DisconnectReason::ForcedServerClose
+                | DisconnectReason::ServerShuttingDown
+        )
     }
 
     pub(crate) fn from_close(reason: CloseReason) -> Self {
@@ -184,6 +200,16 @@ pub struct Socket {
     claims: std::sync::OnceLock<Box<Value>>,
     /// Application data attached to the socket (Socket.IO's `socket.data`).
     pub data: RwLock<Value>,
+    /// Recovery state (only with connection state recovery on).
+    recovery: Option<Box<SocketRecovery>>,
+}
+
+/// A socket's connection state recovery: its private session id, whether it was
+/// recovered, and the session it claims until its CONNECT is answered.
+struct SocketRecovery {
+    pid: Mutex<Arc<str>>,
+    recovered: AtomicBool,
+    claim: Mutex<Option<Claim>>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -201,8 +227,32 @@ impl Socket {
         session: Arc<Session<ClientState>>,
         auth: Value,
     ) -> Arc<Self> {
+        let claim = ns.recovery.as_ref().and_then(|recovery| {
+            if auth.get("pid").is_some() {
+                crate::metrics::Metrics::add(&session.metrics().recovery_attempts, 1);
+            }
+            recovery.claim(&auth)
+        });
+        let id = claim
+            .as_ref()
+            .map_or_else(Sid::random, |claim| claim.session.sid);
+        let data = claim.as_ref().map_or_else(
+            || Value::Object(Default::default()),
+            |claim| claim.session.data.clone(),
+        );
+        let recovery = ns.recovery.as_ref().map(|_| {
+            let pid = claim.as_ref().map_or_else(
+                || Arc::from(Sid::random().as_str()),
+                |claim| Arc::from(claim.pid.as_str()),
+            );
+            Box::new(SocketRecovery {
+                pid: Mutex::new(pid),
+                recovered: AtomicBool::new(false),
+                claim: Mutex::new(claim),
+            })
+        });
         Arc::new_cyclic(|this| Socket {
-            id: Sid::random(),
+            id,
             this: this.clone(),
             ns,
             session,
@@ -211,8 +261,76 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
             claims: std::sync::OnceLock::new(),
-            data: RwLock::new(Value::Object(Default::default())),
+            data: RwLock::new(data),
+            recovery,
         })
+    }
+
+    /// Whether this socket is a recovered one (connection state recovery): same id, rooms
+    /// and data as before its disconnect, and the packets it missed were sent to it.
+    pub fn recovered(&self) -> bool {
+        self.recovery
+            .as_ref()
+            .is_some_and(|recovery| recovery.recovered.load(Ordering::Acquire))
+    }
+
+    /// Whether the socket claims a recoverable session (checked when it connects).
+    pub(crate) fn claims_session(&self) -> bool {
+        self.recovery
+            .as_ref()
+            .is_some_and(|recovery| recovery.claim.lock().is_some())
+    }
+
+    /// Registers the socket with its namespace's adapter and sends the CONNECT answer. A
+    /// socket that claims a session gets its rooms back and the packets it missed first,
+    /// while the log is locked (no broadcast falls between the replay and the join); if its
+    /// offset left the log meanwhile, it becomes a new session instead.
+    pub(crate) fn attach(self: &Arc<Self>) {
+        let ns = self.ns.clone();
+        let (Some(recovery), Some(state)) = (&ns.recovery, &self.recovery) else {
+            ns.adapter.add_socket(self.clone());
+            let reply = Packet::connect(
+                ns.name(),
+                Some(serde_json::json!({"sid": self.id.as_str()})),
+            );
+            let _ = self.session.send(&encode_frames(&reply), false);
+            return;
+        };
+        let claim = state.claim.lock().take();
+        let mut log = recovery.log();
+        ns.adapter.add_socket(self.clone());
+        if let Some(claim) = claim {
+            match log.missed(claim.offset, &claim.session.rooms, Instant::now()) {
+                Some(frames) => {
+                    let rooms: Vec<Room> = claim
+                        .session
+                        .rooms
+                        .iter()
+                        .filter(|room| &***room != self.id.as_str())
+                        .cloned()
+                        .collect();
+                    if !rooms.is_empty() {
+                        ns.adapter.join(self.id, &rooms);
+                    }
+                    if !frames.is_empty() {
+                        let _ = self.session.send(&frames, false);
+                    }
+                    state.recovered.store(true, Ordering::Release);
+                    crate::metrics::Metrics::add(&self.session.metrics().recovery_successes, 1);
+                }
+                None => {
+                    *state.pid.lock() = Arc::from(Sid::random().as_str());
+                    *self.data.write() = Value::Object(Default::default());
+                }
+            }
+        }
+        let pid = state.pid.lock().clone();
+        let reply = Packet::connect(
+            ns.name(),
+            Some(serde_json::json!({"sid": self.id.as_str(), "pid": &*pid})),
+        );
+        let _ = self.session.send(&encode_frames(&reply), false);
+        drop(log);
     }
 
     /// The socket's id (not the Engine.IO session's).
@@ -286,10 +404,14 @@ impl Socket {
         self.session
             .metrics()
             .limit_hit(Limit::EventRate, self.id.as_str());
-        let _ = self.emit(
+        // Sent as is, without a recovery offset: the socket is disconnected for good.
+        let packet = event_packet(
+            self.ns.name(),
             "error",
-            serde_json::json!({"message": "rate limit exceeded", "data": {"limit": "event_rate"}}),
+            serde_json::json!({"message": "rate limit exceeded", "data": {"limit": "event_rate"}})
+                .into(),
         );
+        let _ = self.send_packet(&packet, false);
         self.disconnect(false);
     }
 
@@ -316,6 +438,20 @@ impl Socket {
 
     /// Emits an event to this client. Fails when the socket is gone or its queue is full.
     pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> Result<(), PushError> {
+        if let Some(recovery) = &self.ns.recovery {
+            // As Socket.IO: an emit to the socket is logged (and gets an offset) like a
+            // broadcast to its own room.
+            let mut log = recovery.log();
+            let mut payload = payload.into();
+            payload.args.push(Value::String(log.next_offset()));
+            let frames = encode_frames(&event_packet(self.ns.name(), event, payload));
+            let target = Target {
+                rooms: vec![Room::from(self.id.as_str())],
+                except: Vec::new(),
+            };
+            log.push(target, frames.clone(), Instant::now());
+            return self.session.send(&frames, false);
+        }
         let packet = event_packet(self.ns.name(), event, payload.into());
         self.send_packet(&packet, false)
     }
@@ -428,6 +564,13 @@ impl Socket {
             return;
         }
         self.session.metrics().disconnects.increment(reason);
+        if let (Some(recovery), Some(state)) = (&self.ns.recovery, &self.recovery)
+            && reason.is_recoverable()
+        {
+            let pid = state.pid.lock().clone();
+            let rooms = self.ns.adapter.socket_rooms(self.id);
+            recovery.persist(&pid, self.id, rooms, self.data.read().clone());
+        }
         self.ns.adapter.remove_socket(self.id);
         self.ns.sockets.remove(&self.id);
         self.acks.lock().clear();
