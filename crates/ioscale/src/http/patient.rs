@@ -86,7 +86,8 @@ impl Future for PatientSleep {
 impl Sleep for PatientSleep {}
 
 /// `future`'s output, or `None` if it did not finish within `timeout` (plus its grace).
-#[cfg(feature = "tls")]
+// The TLS handshake uses it; the tests use it without the feature too.
+#[cfg(any(feature = "tls", test))]
 pub(crate) async fn timeout<F: Future>(timeout: Duration, future: F) -> Option<F::Output> {
     let sleep = PatientSleep::new(Instant::now() + timeout, grace_for(timeout));
     tokio::select! {
