@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::namespace::Namespace;
+use super::recovery::Audience;
 use super::socket::event_packet;
 use crate::adapter::{
     AckEvent, AckRoute, AdapterError, Broadcast, BroadcastFlags, Room, SocketInfo, Target,
@@ -130,7 +131,7 @@ impl BroadcastOperator {
             payload.args.push(Value::String(log.next_offset()));
             let message = self.message(event, payload, None);
             log.push(
-                self.target.clone(),
+                Audience::of(&self.target),
                 message.frames.clone(),
                 std::time::Instant::now(),
             );

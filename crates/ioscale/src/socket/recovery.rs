@@ -39,7 +39,7 @@ impl Default for RecoveryConfig {
     }
 }
 
-/// Bytes counted per entry beyond its frames (its target and bookkeeping).
+/// Bytes counted per entry beyond its frames (its audience and bookkeeping).
 const ENTRY_OVERHEAD: usize = 64;
 
 /// The offset string a packet carries: this log's epoch, then its number, so that an offset
@@ -48,11 +48,73 @@ pub(crate) fn offset_string(epoch: &str, offset: u64) -> String {
     format!("{epoch}-{offset}")
 }
 
+/// Who a logged packet was for. A socket's own emits (one per connection at least, in the
+/// `serve` application) are the most numerous entries: they hold the socket's id inline,
+/// not a room list.
+pub(crate) enum Audience {
+    /// Every socket of the namespace.
+    All,
+    /// One socket (`socket.emit`).
+    Socket(Sid),
+    /// A broadcast's rooms and exceptions.
+    Rooms(Box<Target>),
+}
+
+impl Audience {
+    pub(crate) fn of(target: &Target) -> Audience {
+        if target.rooms.is_empty() && target.except.is_empty() {
+            Audience::All
+        } else {
+            Audience::Rooms(Box::new(target.clone()))
+        }
+    }
+
+    /// Whether a socket in `rooms` (its own id's room included) was a recipient.
+    fn includes(&self, rooms: &[Room]) -> bool {
+        match self {
+            Audience::All => true,
+            Audience::Socket(sid) => rooms.iter().any(|room| &**room == sid.as_str()),
+            Audience::Rooms(target) => {
+                let included =
+                    target.rooms.is_empty() || rooms.iter().any(|room| target.rooms.contains(room));
+                included && !rooms.iter().any(|room| target.except.contains(room))
+            }
+        }
+    }
+}
+
+/// A packet's frames: one for a text packet (no separate allocation), more with binary
+/// attachments.
+enum Frames {
+    One(Frame),
+    Many(Box<[Frame]>),
+}
+
+impl Frames {
+    fn new(mut frames: Vec<Frame>) -> Frames {
+        match frames.pop() {
+            Some(frame) if frames.is_empty() => Frames::One(frame),
+            Some(last) => {
+                frames.push(last);
+                Frames::Many(frames.into_boxed_slice())
+            }
+            None => Frames::Many(Box::default()),
+        }
+    }
+
+    fn as_slice(&self) -> &[Frame] {
+        match self {
+            Frames::One(frame) => std::slice::from_ref(frame),
+            Frames::Many(frames) => frames,
+        }
+    }
+}
+
 struct Entry {
     offset: u64,
     at: Instant,
-    target: Target,
-    frames: Vec<Frame>,
+    audience: Audience,
+    frames: Frames,
     bytes: usize,
 }
 
@@ -93,13 +155,13 @@ impl PacketLog {
     }
 
     /// Logs a packet (its frames already carry `offset`, from [`PacketLog::next_offset`]).
-    pub(crate) fn push(&mut self, target: Target, frames: Vec<Frame>, now: Instant) {
+    pub(crate) fn push(&mut self, audience: Audience, frames: Vec<Frame>, now: Instant) {
         let bytes = ENTRY_OVERHEAD + frames.iter().map(Frame::len).sum::<usize>();
         self.entries.push_back(Entry {
             offset: self.next,
             at: now,
-            target,
-            frames,
+            audience,
+            frames: Frames::new(frames),
             bytes,
         });
         self.next += 1;
@@ -118,6 +180,13 @@ impl PacketLog {
         }
     }
 
+    fn position(&mut self, offset: u64, now: Instant) -> Option<usize> {
+        self.trim(now);
+        self.entries
+            .binary_search_by_key(&offset, |entry| entry.offset)
+            .ok()
+    }
+
     /// The frames of the packets after `offset` that target a socket in `rooms`, in order;
     /// `None` when `offset` is no longer (or never was) in the log.
     pub(crate) fn missed(
@@ -126,18 +195,11 @@ impl PacketLog {
         rooms: &[Room],
         now: Instant,
     ) -> Option<Vec<Frame>> {
-        self.trim(now);
-        let index = self
-            .entries
-            .binary_search_by_key(&offset, |entry| entry.offset)
-            .ok()?;
+        let index = self.position(offset, now)?;
         let mut frames = Vec::new();
         for entry in self.entries.iter().skip(index + 1) {
-            let included = entry.target.rooms.is_empty()
-                || rooms.iter().any(|room| entry.target.rooms.contains(room));
-            let excluded = rooms.iter().any(|room| entry.target.except.contains(room));
-            if included && !excluded {
-                frames.extend(entry.frames.iter().cloned());
+            if entry.audience.includes(rooms) {
+                frames.extend(entry.frames.as_slice().iter().cloned());
             }
         }
         Some(frames)
@@ -161,16 +223,44 @@ pub(crate) struct Session {
 /// A session found for a reconnecting client, still to be checked against the log.
 #[derive(Debug)]
 pub(crate) struct Claim {
-    pub(crate) pid: String,
+    pub(crate) pid: Sid,
     pub(crate) offset: u64,
     pub(crate) session: Session,
+}
+
+/// The disconnected sessions by private id, and the order they expire in: each disconnect
+/// drops the expired ones from the front, without scanning every session (a graceful
+/// shutdown persists every socket of the node at once).
+#[derive(Default)]
+struct Sessions {
+    by_pid: HashMap<Sid, Session>,
+    expiry: VecDeque<(Instant, Sid)>,
+}
+
+impl Sessions {
+    fn expire(&mut self, now: Instant, max: Duration) {
+        while let Some(&(at, pid)) = self.expiry.front() {
+            if now.saturating_duration_since(at) <= max {
+                break;
+            }
+            self.expiry.pop_front();
+            // Only if it is still that session (not claimed, not persisted again since).
+            if self
+                .by_pid
+                .get(&pid)
+                .is_some_and(|session| session.at == at)
+            {
+                self.by_pid.remove(&pid);
+            }
+        }
+    }
 }
 
 /// One namespace's recovery state: the packet log and the disconnected sessions.
 pub(crate) struct Recovery {
     pub(crate) config: RecoveryConfig,
     log: Mutex<PacketLog>,
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: Mutex<Sessions>,
 }
 
 impl Recovery {
@@ -181,7 +271,7 @@ impl Recovery {
                 config.max_log_bytes,
                 config.max_disconnection_duration,
             )),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
         }
     }
 
@@ -192,13 +282,13 @@ impl Recovery {
     }
 
     /// Keeps a disconnected socket's session until it expires.
-    pub(crate) fn persist(&self, pid: &str, sid: Sid, rooms: Vec<Room>, data: Value) {
+    pub(crate) fn persist(&self, pid: Sid, sid: Sid, rooms: Vec<Room>, data: Value) {
         let now = Instant::now();
-        let max = self.config.max_disconnection_duration;
         let mut sessions = self.sessions.lock();
-        sessions.retain(|_, session| now.saturating_duration_since(session.at) <= max);
-        sessions.insert(
-            pid.to_owned(),
+        sessions.expire(now, self.config.max_disconnection_duration);
+        sessions.expiry.push_back((now, pid));
+        sessions.by_pid.insert(
+            pid,
             Session {
                 sid,
                 rooms,
@@ -211,19 +301,23 @@ impl Recovery {
     /// Takes (once) the session a client's CONNECT auth names, if it has not expired and
     /// its offset is still in the log.
     pub(crate) fn claim(&self, auth: &Value) -> Option<Claim> {
-        let pid = auth.get("pid")?.as_str()?;
+        let pid = Sid::parse(auth.get("pid")?.as_str()?)?;
         let offset = auth.get("offset")?.as_str()?;
-        let session = self.sessions.lock().remove(pid)?;
         let now = Instant::now();
+        let session = {
+            let mut sessions = self.sessions.lock();
+            sessions.expire(now, self.config.max_disconnection_duration);
+            sessions.by_pid.remove(&pid)?
+        };
         if now.saturating_duration_since(session.at) > self.config.max_disconnection_duration {
             return None;
         }
         let mut log = self.log.lock();
         let offset = log.parse_offset(offset)?;
-        log.missed(offset, &session.rooms, now)?;
+        log.position(offset, now)?;
         drop(log);
         Some(Claim {
-            pid: pid.to_owned(),
+            pid,
             offset,
             session,
         })
@@ -246,33 +340,39 @@ mod tests {
     fn missed_packets_are_those_after_the_offset_that_target_the_rooms() {
         let mut log = PacketLog::new(1 << 20, Duration::from_secs(60));
         let now = Instant::now();
-        log.push(Target::default(), frames("a"), now);
+        log.push(Audience::All, frames("a"), now);
         log.push(
-            Target {
+            Audience::of(&Target {
                 rooms: vec![room("r")],
                 except: vec![],
-            },
+            }),
             frames("b"),
             now,
         );
         log.push(
-            Target {
+            Audience::of(&Target {
                 rooms: vec![room("other")],
                 except: vec![],
-            },
+            }),
             frames("c"),
             now,
         );
         log.push(
-            Target {
+            Audience::of(&Target {
                 rooms: vec![],
                 except: vec![room("me")],
-            },
+            }),
             frames("d"),
             now,
         );
-        log.push(Target::default(), frames("e"), now);
-        let missed = log.missed(1, &[room("me"), room("r")], now).unwrap();
+        log.push(Audience::All, frames("e"), now);
+        let me = Sid::random();
+        let other = Sid::random();
+        log.push(Audience::Socket(me), frames("f"), now);
+        log.push(Audience::Socket(other), frames("g"), now);
+        let missed = log
+            .missed(1, &[room(me.as_str()), room("me"), room("r")], now)
+            .unwrap();
         let texts: Vec<_> = missed
             .iter()
             .map(|frame| match frame {
@@ -280,7 +380,7 @@ mod tests {
                 Frame::Binary(_) => String::new(),
             })
             .collect();
-        assert_eq!(texts, ["4b", "4e"]);
+        assert_eq!(texts, ["4b", "4e", "4f"]);
     }
 
     #[test]
@@ -288,7 +388,7 @@ mod tests {
         let mut log = PacketLog::new(10 * (ENTRY_OVERHEAD + 2), Duration::from_secs(60));
         let now = Instant::now();
         for _ in 0..25 {
-            log.push(Target::default(), frames("x"), now);
+            log.push(Audience::All, frames("x"), now);
         }
         assert_eq!(log.len(), 10);
         // Offsets 1..=15 were trimmed: a client at offset 3 cannot be recovered.
@@ -300,12 +400,8 @@ mod tests {
     fn the_log_is_bounded_by_time() {
         let mut log = PacketLog::new(1 << 20, Duration::from_secs(10));
         let start = Instant::now();
-        log.push(Target::default(), frames("old"), start);
-        log.push(
-            Target::default(),
-            frames("new"),
-            start + Duration::from_secs(8),
-        );
+        log.push(Audience::All, frames("old"), start);
+        log.push(Audience::All, frames("new"), start + Duration::from_secs(8));
         assert!(log.missed(1, &[], start + Duration::from_secs(9)).is_some());
         let later = start + Duration::from_secs(11);
         assert!(log.missed(1, &[], later).is_none());
@@ -320,36 +416,37 @@ mod tests {
         };
         let recovery = Recovery::new(config);
         let sid = Sid::random();
+        let (p1, p2) = (Sid::random(), Sid::random());
         for _ in 0..5 {
             recovery
                 .log()
-                .push(Target::default(), frames("x"), Instant::now());
+                .push(Audience::All, frames("x"), Instant::now());
         }
         let epoch = recovery.log().epoch.clone();
         let at = |n: u64| offset_string(&epoch, n);
-        recovery.persist("p1", sid, vec![room(sid.as_str())], Value::Null);
+        recovery.persist(p1, sid, vec![room(sid.as_str())], Value::Null);
         // Offset 1 was trimmed: a fresh connection.
         assert!(
             recovery
-                .claim(&serde_json::json!({"pid": "p1", "offset": at(1)}))
+                .claim(&serde_json::json!({"pid": p1.as_str(), "offset": at(1)}))
                 .is_none()
         );
         // An offset of another log (another node, an earlier process): a fresh connection.
-        recovery.persist("p2", sid, vec![room(sid.as_str())], Value::Null);
+        recovery.persist(p2, sid, vec![room(sid.as_str())], Value::Null);
         assert!(
             recovery
-                .claim(&serde_json::json!({"pid": "p2", "offset": offset_string("elsewhere", 4)}))
+                .claim(&serde_json::json!({"pid": p2.as_str(), "offset": offset_string("elsewhere", 4)}))
                 .is_none()
         );
-        recovery.persist("p2", sid, vec![room(sid.as_str())], Value::Null);
+        recovery.persist(p2, sid, vec![room(sid.as_str())], Value::Null);
         let claim = recovery
-            .claim(&serde_json::json!({"pid": "p2", "offset": at(4)}))
+            .claim(&serde_json::json!({"pid": p2.as_str(), "offset": at(4)}))
             .unwrap();
         assert_eq!(claim.session.sid, sid);
         // Used once.
         assert!(
             recovery
-                .claim(&serde_json::json!({"pid": "p2", "offset": at(4)}))
+                .claim(&serde_json::json!({"pid": p2.as_str(), "offset": at(4)}))
                 .is_none()
         );
         // Expired.
@@ -360,13 +457,42 @@ mod tests {
         let recovery = Recovery::new(config);
         recovery
             .log()
-            .push(Target::default(), frames("x"), Instant::now());
-        recovery.persist("p3", sid, vec![], Value::Null);
+            .push(Audience::All, frames("x"), Instant::now());
+        let p3 = Sid::random();
+        recovery.persist(p3, sid, vec![], Value::Null);
         std::thread::sleep(Duration::from_millis(2));
         assert!(
             recovery
-                .claim(&serde_json::json!({"pid": "p3", "offset": offset_string(&recovery.log().epoch.clone(), 1)}))
+                .claim(&serde_json::json!({"pid": p3.as_str(), "offset": offset_string(&recovery.log().epoch.clone(), 1)}))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn sessions_expire_in_order_and_a_renewed_one_outlives_its_first_expiry() {
+        let mut sessions = Sessions::default();
+        let start = Instant::now();
+        let max = Duration::from_secs(10);
+        let session = |at| Session {
+            sid: Sid::random(),
+            rooms: vec![],
+            data: Value::Null,
+            at,
+        };
+        let (old, renewed) = (Sid::random(), Sid::random());
+        for (pid, at) in [(old, start), (renewed, start)] {
+            sessions.expiry.push_back((at, pid));
+            sessions.by_pid.insert(pid, session(at));
+        }
+        // `renewed` disconnects again later: its first expiry entry must not remove it.
+        let later = start + Duration::from_secs(5);
+        sessions.expiry.push_back((later, renewed));
+        sessions.by_pid.insert(renewed, session(later));
+        sessions.expire(start + Duration::from_secs(11), max);
+        assert!(!sessions.by_pid.contains_key(&old));
+        assert!(sessions.by_pid.contains_key(&renewed));
+        assert_eq!(sessions.expiry.len(), 1);
+        sessions.expire(start + Duration::from_secs(16), max);
+        assert!(sessions.by_pid.is_empty() && sessions.expiry.is_empty());
     }
 }

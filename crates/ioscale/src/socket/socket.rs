@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::broadcast::{AckError, BroadcastOperator};
 use super::client::ClientState;
 use super::namespace::{EventHandler, Namespace};
-use super::recovery::Claim;
-use crate::adapter::{AckEvent, AckRoute, Recipient, Room, SocketInfo, Target};
+use super::recovery::{Audience, Claim};
+use crate::adapter::{AckEvent, AckRoute, Recipient, Room, SocketInfo};
 use crate::engine::{CloseReason, PushError, RequestInfo, Session};
 use crate::metrics::{Label, Limit};
 use crate::protocol::Payload;
@@ -200,16 +200,17 @@ pub struct Socket {
     claims: std::sync::OnceLock<Box<Value>>,
     /// Application data attached to the socket (Socket.IO's `socket.data`).
     pub data: RwLock<Value>,
-    /// Recovery state (only with connection state recovery on).
-    recovery: Option<Box<SocketRecovery>>,
+    /// Recovery state (only with connection state recovery on), inline: `serve` has it on
+    /// for every socket.
+    recovery: Option<SocketRecovery>,
 }
 
 /// A socket's connection state recovery: its private session id, whether it was
 /// recovered, and the session it claims until its CONNECT is answered.
 struct SocketRecovery {
-    pid: Mutex<Arc<str>>,
+    pid: Mutex<Sid>,
     recovered: AtomicBool,
-    claim: Mutex<Option<Claim>>,
+    claim: Mutex<Option<Box<Claim>>>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -231,7 +232,7 @@ impl Socket {
             if auth.get("pid").is_some() {
                 crate::metrics::Metrics::add(&session.metrics().recovery_attempts, 1);
             }
-            recovery.claim(&auth)
+            recovery.claim(&auth).map(Box::new)
         });
         let id = claim
             .as_ref()
@@ -241,15 +242,12 @@ impl Socket {
             |claim| claim.session.data.clone(),
         );
         let recovery = ns.recovery.as_ref().map(|_| {
-            let pid = claim.as_ref().map_or_else(
-                || Arc::from(Sid::random().as_str()),
-                |claim| Arc::from(claim.pid.as_str()),
-            );
-            Box::new(SocketRecovery {
+            let pid = claim.as_ref().map_or_else(Sid::random, |claim| claim.pid);
+            SocketRecovery {
                 pid: Mutex::new(pid),
                 recovered: AtomicBool::new(false),
                 claim: Mutex::new(claim),
-            })
+            }
         });
         Arc::new_cyclic(|this| Socket {
             id,
@@ -319,15 +317,15 @@ impl Socket {
                     crate::metrics::Metrics::add(&self.session.metrics().recovery_successes, 1);
                 }
                 None => {
-                    *state.pid.lock() = Arc::from(Sid::random().as_str());
+                    *state.pid.lock() = Sid::random();
                     *self.data.write() = Value::Object(Default::default());
                 }
             }
         }
-        let pid = state.pid.lock().clone();
+        let pid = *state.pid.lock();
         let reply = Packet::connect(
             ns.name(),
-            Some(serde_json::json!({"sid": self.id.as_str(), "pid": &*pid})),
+            Some(serde_json::json!({"sid": self.id.as_str(), "pid": pid.as_str()})),
         );
         let _ = self.session.send(&encode_frames(&reply), false);
         drop(log);
@@ -445,11 +443,7 @@ impl Socket {
             let mut payload = payload.into();
             payload.args.push(Value::String(log.next_offset()));
             let frames = encode_frames(&event_packet(self.ns.name(), event, payload));
-            let target = Target {
-                rooms: vec![Room::from(self.id.as_str())],
-                except: Vec::new(),
-            };
-            log.push(target, frames.clone(), Instant::now());
+            log.push(Audience::Socket(self.id), frames.clone(), Instant::now());
             return self.session.send(&frames, false);
         }
         let packet = event_packet(self.ns.name(), event, payload.into());
@@ -567,9 +561,9 @@ impl Socket {
         if let (Some(recovery), Some(state)) = (&self.ns.recovery, &self.recovery)
             && reason.is_recoverable()
         {
-            let pid = state.pid.lock().clone();
+            let pid = *state.pid.lock();
             let rooms = self.ns.adapter.socket_rooms(self.id);
-            recovery.persist(&pid, self.id, rooms, self.data.read().clone());
+            recovery.persist(pid, self.id, rooms, self.data.read().clone());
         }
         self.ns.adapter.remove_socket(self.id);
         self.ns.sockets.remove(&self.id);
